@@ -1,0 +1,29 @@
+# `make demo` and `make test` each do ALL the set-up on a fresh machine, then run.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch/torchvision come from this machine's local wheel store (see ../shared/DESIGN.md §4)
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.qnas-installed
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/qnas demo
+
+bench: $(STAMP)
+	$(VENV)/bin/qnas bench blocks
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
