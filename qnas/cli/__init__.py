@@ -23,14 +23,12 @@ def cli(debug: bool) -> None:
 
 
 def _register_commands() -> None:
-    # one module per command group; each adds its commands to `cli`
-    from . import bench, models  # noqa: F401
-    for optional in ("predictor", "search", "export"):
-        try:
-            __import__(f"{__name__}.{optional}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{optional}":
-                raise
+    # one module per command group in this package; importing it adds its commands to `cli`
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
 def _fail(message: str, code: int) -> None:
