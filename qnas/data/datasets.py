@@ -1,0 +1,162 @@
+"""Datasets by spec string, all local (no downloads), with deterministic splits from the seed.
+
+``digits``            scikit-learn's bundled handwritten digits (1,797 8×8 images, 10 classes),
+                      upsampled to the training resolution and repeated to 3 channels.
+``cifar10:PATH``      the standard CIFAR-10 python-pickle batches (data_batch_1..5, test_batch).
+``imagefolder:PATH``  torchvision ImageFolder with PATH/train and PATH/val.
+``synthetic``         random class-dependent patterns (for tests).
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from ..errors import QnasError
+
+DATASET_FORMS = "digits, synthetic, cifar10:PATH, imagefolder:PATH"
+
+
+@dataclass
+class DatasetSplits:
+    """A training and a validation split plus what a model needs to know about them."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    in_chans: int
+    resolution: int
+
+
+def _normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def _resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images
+    return F.interpolate(images, size=(resolution, resolution), mode="bilinear",
+                         align_corners=False)
+
+
+def _split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _digits(resolution: int, seed: int, val_fraction: float) -> DatasetSplits:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()  # bundled with scikit-learn: no download
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = _resize(images, resolution).repeat(1, 3, 1, 1)
+    images = _normalise(images, images.mean((0, 2, 3)), images.std((0, 2, 3)))
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    train_idx, val_idx = _split_indices(len(labels), val_fraction, seed)
+    return DatasetSplits("digits", TensorDataset(images[train_idx], labels[train_idx]),
+                         TensorDataset(images[val_idx], labels[val_idx]), 10, 3, resolution)
+
+
+def _synthetic(resolution: int, seed: int, val_fraction: float, size: int = 256,
+               num_classes: int = 4) -> DatasetSplits:
+    generator = torch.Generator().manual_seed(seed)
+    prototypes = torch.randn(num_classes, 3, 8, 8, generator=generator)
+    labels = torch.randint(0, num_classes, (size,), generator=generator)
+    images = prototypes[labels] + 0.5 * torch.randn(size, 3, 8, 8, generator=generator)
+    images = _resize(images, resolution)
+    train_idx, val_idx = _split_indices(size, val_fraction, seed)
+    return DatasetSplits("synthetic", TensorDataset(images[train_idx], labels[train_idx]),
+                         TensorDataset(images[val_idx], labels[val_idx]), num_classes, 3,
+                         resolution)
+
+
+def _cifar10(path: Path, resolution: int) -> DatasetSplits:
+    root = path / "cifar-10-batches-py" if (path / "cifar-10-batches-py").is_dir() else path
+    train_files = [root / f"data_batch_{i}" for i in range(1, 6)]
+    present = [f for f in train_files if f.exists()]
+    if not present or not (root / "test_batch").exists():
+        raise QnasError(f"no CIFAR-10 batches in {path}: expected data_batch_1..5 and test_batch "
+                        f"(the python-pickle version), e.g. --data cifar10:/data/cifar-10-batches-py")
+
+    def read(files):
+        xs, ys = [], []
+        for file in files:
+            try:
+                with open(file, "rb") as handle:
+                    batch = pickle.load(handle, encoding="latin1")
+                xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.extend(batch["labels"])
+            except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+                raise QnasError(f"{file} is not a CIFAR-10 python batch ({err})") from None
+        return torch.tensor(np.concatenate(xs)).float() / 255.0, torch.tensor(ys)
+
+    (train_x, train_y), (val_x, val_y) = read(present), read([root / "test_batch"])
+    mean, std = train_x.mean((0, 2, 3)), train_x.std((0, 2, 3))
+    train_x = _normalise(_resize(train_x, resolution), mean, std)
+    val_x = _normalise(_resize(val_x, resolution), mean, std)
+    return DatasetSplits("cifar10", TensorDataset(train_x, train_y), TensorDataset(val_x, val_y),
+                         10, 3, resolution)
+
+
+def _imagefolder(path: Path, resolution: int) -> DatasetSplits:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from torchvision import datasets, transforms
+
+    for split in ("train", "val"):
+        if not (path / split).is_dir():
+            raise QnasError(f"imagefolder dataset {path} needs {split}/ with one folder per class")
+    normalise = transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(resolution),
+                                   transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+                                   normalise])
+    val_tf = transforms.Compose([transforms.Resize(int(resolution / 0.875)),
+                                 transforms.CenterCrop(resolution), transforms.ToTensor(),
+                                 normalise])
+    train = datasets.ImageFolder(path / "train", transform=train_tf)
+    val = datasets.ImageFolder(path / "val", transform=val_tf)
+    if train.classes != val.classes:
+        raise QnasError(f"imagefolder {path}: train/ and val/ have different classes")
+    return DatasetSplits("imagefolder", train, val, len(train.classes), 3, resolution)
+
+
+def load_dataset(spec: str = "digits", resolution: int = 32, seed: int = 0,
+                 val_fraction: float = 0.2) -> DatasetSplits:
+    """Load a dataset by spec (see module doc). Splits are deterministic in ``seed``."""
+    if not isinstance(resolution, int) or resolution < 8:
+        raise QnasError(f"resolution must be an integer ≥ 8, got {resolution!r}")
+    name, _, arg = str(spec).partition(":")
+    name = name.strip().lower()
+    if name == "digits" and not arg:
+        return _digits(resolution, seed, val_fraction)
+    if name == "synthetic" and not arg:
+        return _synthetic(resolution, seed, val_fraction)
+    if name in ("cifar10", "imagefolder"):
+        if not arg:
+            raise QnasError(f"--data {name} needs a path: {name}:PATH")
+        path = Path(arg).expanduser()
+        if not path.is_dir():
+            raise QnasError(f"dataset path {path} does not exist or is not a folder")
+        return _cifar10(path, resolution) if name == "cifar10" else _imagefolder(path, resolution)
+    raise QnasError(f"unknown dataset {spec!r}; use one of: {DATASET_FORMS}")
+
+
+def split_dataset(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:
+    """Split ``dataset`` deterministically into (1 - fraction, fraction) parts."""
+    keep, held_out = _split_indices(len(dataset), fraction, seed)
+    return Subset(dataset, keep.tolist()), Subset(dataset, held_out.tolist())
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
+                drop_last: bool = False, sampler=None) -> DataLoader:
+    """A single-process DataLoader whose order is a function of ``seed`` (and the epoch, via
+    ``loader.generator`` reseeding or a DistributedSampler's ``set_epoch``)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, drop_last=drop_last, generator=generator, num_workers=0)
