@@ -4,6 +4,15 @@ A space is a fixed macro-architecture (stem, downsampling, head) with a list of 
 layers; every layer picks one op from the space's candidates. ``build_child(ops)`` gives the
 network for one choice; ``layer_input_shapes(input_shape)`` says what each layer sees, which is
 what the latency table needs.
+
+Two macro-architectures:
+
+``quadranet``  QuadraNet's (4×4/4 stem, LN + 2×2/2 downsampling, pool + LN + Linear head);
+               stage s has width ``width · 2^s``; every candidate is allowed at every layer.
+``mbconv``     ProxylessNAS's MobileNetV2-like backbone (3×3/2 stem, fixed k3e1 first block,
+               stages of ``widths``/``strides``, 1×1 feature mix, pool, Linear); ``identity``
+               (ProxylessNAS's "zero" op) is NOT a candidate at a stage's first layer when it
+               strides or changes width — the mask of allowed ops says so per layer.
 """
 from __future__ import annotations
 
@@ -21,17 +30,26 @@ from ..models.quadranet import QuadraNet, parse_op
 from ..resources import data_dir
 
 SPACE_SCHEMA_KEYS = {"name", "description", "macro", "width", "depths", "candidates",
-                     "input_shape", "num_classes"}
+                     "input_shape", "num_classes",
+                     # mbconv macro only
+                     "widths", "strides", "stem_width", "first_block_width", "head_width"}
+MACROS = ("quadranet", "mbconv")
+_REQUIRED_KEYS = {"quadranet": {"name", "width", "depths", "candidates"},
+                  "mbconv": {"name", "widths", "strides", "depths", "candidates"}}
 
 
 @dataclass(frozen=True)
 class LayerSlot:
-    """One searchable layer: its index, stage, position in the stage and width."""
+    """One searchable layer: its index, stage, position in the stage and (output) width;
+    ``in_dim`` and ``stride`` of its input, ``ops`` the candidates allowed there."""
 
     index: int
     stage: int
     position: int
     dim: int
+    in_dim: int = 0
+    stride: int = 1
+    ops: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -51,6 +69,13 @@ class SearchSpace:
     description: str = ""
     source: str = ""                        # the file it came from
     raw: dict = field(default_factory=dict, repr=False)
+    num_classes: int = 1000                 # of the deployment network (latency tables)
+    # mbconv macro only
+    widths: list[int] | None = None
+    strides: list[int] | None = None
+    stem_width: int = 32
+    first_block_width: int = 16
+    head_width: int = 1280
 
     # --- identity ---------------------------------------------------------------------------
     @property
@@ -62,9 +87,24 @@ class SearchSpace:
     @property
     def layers(self) -> list[LayerSlot]:
         slots, index = [], 0
+        if self.macro == "mbconv":
+            in_dim = self.first_block_width
+            for stage, (depth, width, stride) in enumerate(zip(self.depths, self.widths,
+                                                               self.strides)):
+                for position in range(depth):
+                    layer_stride = stride if position == 0 else 1
+                    ops = tuple(op for op in self.candidates
+                                if not (op in _IDENTITY_OPS
+                                        and (layer_stride != 1 or in_dim != width)))
+                    slots.append(LayerSlot(index, stage, position, width, in_dim, layer_stride,
+                                           ops))
+                    in_dim, index = width, index + 1
+            return slots
         for stage, depth in enumerate(self.depths):
+            dim = self.width * 2 ** stage
             for position in range(depth):
-                slots.append(LayerSlot(index, stage, position, self.width * 2 ** stage))
+                slots.append(LayerSlot(index, stage, position, dim, dim, 1,
+                                       tuple(self.candidates)))
                 index += 1
         return slots
 
@@ -72,31 +112,74 @@ class SearchSpace:
     def num_layers(self) -> int:
         return sum(self.depths)
 
+    def allowed_mask(self):
+        """torch.bool [layers × candidates]: True where candidate k is allowed at layer l."""
+        import torch
+
+        return torch.tensor([[op in slot.ops for op in self.candidates] for slot in self.layers],
+                            dtype=torch.bool)
+
+    def _resolution_divisors(self) -> list[int]:
+        """Per layer: the factor by which its input is smaller than the network input."""
+        if self.macro == "mbconv":
+            divisors, scale = [], 2          # the stem strides by 2, the first block by 1
+            for slot in self.layers:
+                divisors.append(scale)
+                scale *= slot.stride
+            return divisors
+        return [4 * 2 ** slot.stage for slot in self.layers]
+
     def stage_input_shape(self, stage: int, input_shape: Sequence[int] | None = None) -> tuple:
-        """N×C×H×W that every layer of ``stage`` sees (QuadraNet: /4 stem, /2 per stage)."""
-        n, _, h, w = input_shape or self.input_shape
-        scale = 4 * 2 ** stage
-        return (n, self.width * 2 ** stage, -(-h // scale), -(-w // scale))
+        """N×C×H×W that the first layer of ``stage`` sees (QuadraNet: every layer of it)."""
+        first = next(slot for slot in self.layers if slot.stage == stage)
+        return self.layer_input_shapes(input_shape)[first.index]
 
     def layer_input_shapes(self, input_shape: Sequence[int] | None = None) -> list[tuple]:
-        return [self.stage_input_shape(slot.stage, input_shape) for slot in self.layers]
+        n, _, h, w = input_shape or self.input_shape
+        return [(n, slot.in_dim, -(-h // scale), -(-w // scale))
+                for slot, scale in zip(self.layers, self._resolution_divisors())]
 
     def build_op(self, op: str, dim: int) -> nn.Module:
-        """The module of candidate ``op`` at width ``dim`` (identity → nn.Identity)."""
+        """The module of candidate ``op`` at width ``dim`` (identity → nn.Identity).
+
+        For the ``mbconv`` macro this is a stride-1 MBConv ``dim → dim``; use
+        :meth:`build_layer_op` for a layer's true input width and stride.
+        """
         from ..nn.blocks import build_block
 
         kind, kwargs = parse_op(op)
+        if kind != "identity" and self.macro == "mbconv":
+            kind = "mbconv"
         return build_block(kind, dim, **kwargs)
+
+    def build_layer_op(self, layer: int | LayerSlot, op: str) -> nn.Module:
+        """The module of candidate ``op`` at searchable layer ``layer`` (its widths, stride)."""
+        slot = self.layers[layer] if isinstance(layer, int) else layer
+        if op not in slot.ops:
+            raise QnasError(f"op {op!r} is not allowed at layer {slot.index} ({slot.name}) of "
+                            f"space '{self.name}'; allowed: {', '.join(slot.ops)}")
+        if self.macro == "mbconv":
+            from ..nn.mbconv import MBConv
+
+            kind, kwargs = parse_op(op)
+            if kind == "identity":
+                return nn.Identity()
+            return MBConv(slot.in_dim, slot.dim, kwargs["kernel_size"], kwargs["expansion"],
+                          slot.stride)
+        return self.build_op(op, slot.dim)
 
     def check_ops(self, ops: Sequence[str]) -> list[str]:
         ops = list(ops)
         if len(ops) != self.num_layers:
             raise QnasError(f"space '{self.name}' has {self.num_layers} searchable layers, "
                             f"got {len(ops)} ops")
-        for i, op in enumerate(ops):
+        for slot, op in zip(self.layers, ops):
             if op not in self.candidates:
-                raise QnasError(f"layer {i} op {op!r} is not a candidate of space '{self.name}' "
-                                f"({', '.join(self.candidates)})")
+                raise QnasError(f"layer {slot.index} op {op!r} is not a candidate of space "
+                                f"'{self.name}' ({', '.join(self.candidates)})")
+            if op not in slot.ops:
+                raise QnasError(f"layer {slot.index} ({slot.name}) cannot be {op!r} in space "
+                                f"'{self.name}'; allowed there: {', '.join(slot.ops)}")
         return ops
 
     def stage_ops(self, ops: Sequence[str]) -> list[list[str]]:
@@ -107,19 +190,60 @@ class SearchSpace:
             start += depth
         return out
 
-    def build_child(self, ops: Sequence[str], num_classes: int = 1000, drop_path_rate: float = 0.0,
-                    keep_identity: bool = False, **kwargs) -> nn.Module:
-        """The network for one choice of op per layer (identity layers dropped by default)."""
-        if self.macro != "quadranet":
-            raise QnasError(f"space '{self.name}': unknown macro-architecture '{self.macro}'")
+    def build_child(self, ops: Sequence[str], num_classes: int | None = None,
+                    drop_path_rate: float = 0.0, keep_identity: bool = False,
+                    **kwargs) -> nn.Module:
+        """The network for one choice of op per layer (identity layers dropped by default).
+
+        ``num_classes`` defaults to the space's (the deployment network's).
+        """
+        num_classes = self.num_classes if num_classes is None else num_classes
         stages = self.stage_ops(ops)
         if not keep_identity:
-            stages = [[op for op in stage if op != "identity"] for stage in stages]
+            stages = [[op for op in stage if op not in _IDENTITY_OPS] for stage in stages]
+        if self.macro == "mbconv":
+            from ..nn.mbconv import MBConvNet
+
+            if drop_path_rate:
+                raise QnasError("the mbconv macro has no drop-path; use drop_path_rate=0")
+            return MBConvNet(stages, self.widths, self.strides, num_classes=num_classes,
+                             in_chans=self.input_shape[1], stem_width=self.stem_width,
+                             first_block_width=self.first_block_width,
+                             head_width=self.head_width, **kwargs)
+        if self.macro != "quadranet":
+            raise QnasError(f"space '{self.name}': unknown macro-architecture '{self.macro}'")
         return QuadraNet(num_classes=num_classes, in_chans=self.input_shape[1], width=self.width,
                          layers=stages, drop_path_rate=drop_path_rate, **kwargs)
 
+    def layer_path(self, layer: int) -> str:
+        """Module path of searchable layer ``layer`` in a network built with keep_identity."""
+        slot = self.layers[layer]
+        return f"stages.{slot.stage}.{slot.position}"
+
+    def child_layer_paths(self, ops: Sequence[str], keep_identity: bool = False) -> list:
+        """Module path of each layer in ``build_child(ops, keep_identity=...)`` (None where an
+        identity layer was dropped)."""
+        paths, seen = [], {}
+        for slot, op in zip(self.layers, self.check_ops(ops)):
+            if op in _IDENTITY_OPS and not keep_identity:
+                paths.append(None)
+                continue
+            position = slot.position if keep_identity else seen.get(slot.stage, 0)
+            seen[slot.stage] = seen.get(slot.stage, 0) + 1
+            paths.append(f"stages.{slot.stage}.{position}")
+        return paths
+
     def smallest_ops(self) -> list[str]:
-        return ["identity" if "identity" in self.candidates else self.candidates[0]] * self.num_layers
+        """Identity wherever allowed, else the layer's first candidate."""
+        return [next((op for op in slot.ops if op in _IDENTITY_OPS), slot.ops[0])
+                for slot in self.layers]
+
+    def describe_ops(self, ops: Sequence[str]) -> str:
+        """``stage0: k3e2 k5e4 | stage1: ...`` for logs."""
+        return " | ".join(f"s{i}: {' '.join(stage)}" for i, stage in enumerate(self.stage_ops(ops)))
+
+
+_IDENTITY_OPS = ("identity", "zero", "none")
 
 
 def list_spaces() -> list[str]:
@@ -145,8 +269,12 @@ def load_space(name_or_path: str | Path = "quadranet") -> SearchSpace:
 def space_from_dict(raw: dict, source: str = "<dict>") -> SearchSpace:
     if not isinstance(raw, dict):
         raise QnasError(f"search space {source} must be a YAML mapping")
+    macro = str(raw.get("macro", "quadranet"))
+    if macro not in MACROS:
+        raise QnasError(f"search space {source}: unknown macro {macro!r}; use one of "
+                        f"{', '.join(MACROS)}")
     unknown = set(raw) - SPACE_SCHEMA_KEYS
-    missing = {"name", "width", "depths", "candidates"} - set(raw)
+    missing = _REQUIRED_KEYS[macro] - set(raw)
     if unknown or missing:
         raise QnasError(f"search space {source}: "
                         + (f"unknown keys {sorted(unknown)} " if unknown else "")
@@ -156,8 +284,37 @@ def space_from_dict(raw: dict, source: str = "<dict>") -> SearchSpace:
             parse_op(op)
         except ValueError as err:
             raise QnasError(f"search space {source}: {err}") from None
-    return SearchSpace(
-        name=str(raw["name"]), macro=str(raw.get("macro", "quadranet")), width=int(raw["width"]),
-        depths=[int(d) for d in raw["depths"]], candidates=[str(c) for c in raw["candidates"]],
-        input_shape=tuple(int(v) for v in raw.get("input_shape", (1, 3, 224, 224))),
-        description=str(raw.get("description", "")), source=source, raw=raw)
+    try:
+        space = SearchSpace(
+            name=str(raw["name"]), macro=macro,
+            width=int(raw.get("width", raw.get("stem_width", 32))),
+            depths=[int(d) for d in raw["depths"]],
+            candidates=[str(c) for c in raw["candidates"]],
+            input_shape=tuple(int(v) for v in raw.get("input_shape", (1, 3, 224, 224))),
+            description=str(raw.get("description", "")), source=source, raw=raw,
+            num_classes=int(raw.get("num_classes", 1000)),
+            widths=[int(v) for v in raw["widths"]] if "widths" in raw else None,
+            strides=[int(v) for v in raw["strides"]] if "strides" in raw else None,
+            stem_width=int(raw.get("stem_width", 32)),
+            first_block_width=int(raw.get("first_block_width", 16)),
+            head_width=int(raw.get("head_width", 1280)))
+    except (TypeError, ValueError) as err:
+        raise QnasError(f"search space {source}: {err}") from None
+    if len(space.input_shape) != 4 or min(space.input_shape) <= 0:
+        raise QnasError(f"search space {source}: input_shape must be N×C×H×W, got "
+                        f"{list(space.input_shape)}")
+    if not space.depths or min(space.depths) <= 0:
+        raise QnasError(f"search space {source}: depths must be positive, got {space.depths}")
+    if len(set(space.candidates)) != len(space.candidates):
+        raise QnasError(f"search space {source}: candidates repeat: {space.candidates}")
+    if macro == "quadranet" and len(space.depths) != 4:
+        raise QnasError(f"search space {source}: the quadranet macro has 4 stages, "
+                        f"got depths {space.depths}")
+    if macro == "mbconv" and not (len(space.widths) == len(space.strides) == len(space.depths)):
+        raise QnasError(f"search space {source}: widths, strides and depths need one entry per "
+                        f"stage")
+    for slot in space.layers:
+        if len(slot.ops) < 2:
+            raise QnasError(f"search space {source}: layer {slot.index} ({slot.name}) has "
+                            f"fewer than two allowed candidates ({', '.join(slot.ops)})")
+    return space

@@ -219,6 +219,10 @@ BLOCKS: dict[str, type[MetaBlock]] = {
     "skip": SkipBlock,
 }
 
+from .mbconv import MBConv  # noqa: E402  (ProxylessNAS's block, for the MBConv baseline space)
+
+BLOCKS["mbconv"] = MBConv
+
 
 def build_block(kind: str, dim: int, **kwargs) -> nn.Module:
     """Build a block by kind: ``quadra``, ``conv``, ``hor``, ``swin``, ``skip`` (or ``identity``).

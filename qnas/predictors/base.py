@@ -6,7 +6,10 @@ costs each, and returns a :class:`Prediction` that always says where its number 
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, Sequence
 
 import pandas as pd
@@ -20,9 +23,14 @@ SOURCES = ("profile", "nn-meter", "measured")
 class Kernel:
     """One kernel of a module at a concrete input shape.
 
-    op: kernel type — ``conv``, ``dwconv``, ``pwconv`` (1×1 conv / linear), ``linear``,
-        ``matmul``, ``layernorm``, ``batchnorm``, ``gelu``, ``relu``, ``hswish``, ``sigmoid``,
-        ``softmax``, ``add``, ``mul``, ``pool``, ``copy`` (materialising permute/pad/cat), …
+    op: kernel type (``qnas.predictors.kernels.KERNEL_TYPES``) — ``conv`` (dense),
+        ``pwconv`` (1×1 stride 1), ``dwconv`` (one input channel per group, any channel
+        multiplier), ``gconv`` (other grouped convs), ``linear`` (a matrix product with a weight),
+        ``matmul`` (activation × activation, attention), ``layernorm``, ``groupnorm``,
+        ``batchnorm``, ``gelu``, ``relu`` (also relu6/clamp), ``hswish``, ``sigmoid`` (also
+        silu/tanh), ``softmax``, ``add``, ``mul`` (also div), ``elementwise`` (other unary/binary
+        maths), ``pool``, ``reduce``, ``copy`` (materialising permute/pad/cat/clone/gather),
+        ``resize`` and ``other`` (an op with no rule: still costed by its bytes).
     flops: floating-point operations (a multiply-add counts 2).
     bytes: bytes read + written assuming float32 tensors.
     name: the module path that issued it (e.g. ``stages.2.0.spatial``), "" if unknown.
@@ -65,3 +73,20 @@ class Predictor(Protocol):
     known_error: str
 
     def predict(self, module: nn.Module, input_shape: Sequence[int]) -> Prediction: ...
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder + ``os.replace``, so a
+    reader never sees a half-written file (and a crash leaves the old one intact)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o644)      # mkstemp makes 0600; shipped data must stay readable
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,196 @@
+"""Latency in the search: parsing budgets, the differentiable expected latency, the loss forms.
+
+The latency table itself (milliseconds of candidate k at layer l, plus the fixed part) comes
+from :func:`qnas.predictors.lut.build_lut`; this module only needs its ``ms`` tensor
+[layers × candidates] and ``fixed_ms``. Everything here is plain torch on α, so the gradient
+of the expected latency reaches α (NNI 2.x rebuilt the value with ``torch.tensor([...])`` and
+silently cut it; :func:`expected_latency_ms` must never do that).
+
+``E[LAT] = F + Σ_l Σ_k softmax(α_l)_k · LUT[l, k]``
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..errors import QnasError
+
+LATENCY_FORMS = "a positive number with a unit: 300ms, 0.3s or 300000us"
+_LATENCY_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(ms|s|us|µs)\s*$",
+                              re.IGNORECASE)
+_UNIT_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
+
+LOSS_FORMS = ("add-linear", "mul-log", "hinge")
+
+
+def parse_latency(text: str | float | int) -> float:
+    """``"300ms"`` / ``"0.3s"`` / ``"300000us"`` → milliseconds (a positive finite float).
+
+    Anything else — no unit, an unknown unit, zero, a negative or non-finite number — is a
+    :class:`QnasError` that lists the accepted forms.
+    """
+    match = _LATENCY_PATTERN.match(str(text))
+    if match:
+        value = float(match.group(1)) * _UNIT_TO_MS[match.group(2).lower()]
+        if math.isfinite(value) and value > 0:
+            return value
+    raise QnasError(f"latency budget {str(text)!r} is not understood; use {LATENCY_FORMS}")
+
+
+def format_ms(ms: float) -> str:
+    """A latency for people: ``'301.2 ms'``, ``'2.95 ms'``, ``'0.041 ms'``."""
+    if ms >= 100:
+        return f"{ms:.1f} ms"
+    if ms >= 1:
+        return f"{ms:.2f} ms"
+    return f"{ms:.3g} ms"
+
+
+# --- the table view the search uses ---------------------------------------------------------
+
+@dataclass
+class TableView:
+    """What the search needs from a latency table: ``ms`` [layers × candidates] (float64),
+    ``fixed_ms`` and ``mask`` (True where the candidate is allowed at that layer).
+
+    Built from a :class:`qnas.predictors.lut.LatencyTable` with :func:`table_view`, or by hand
+    (tests, notebooks) with :func:`hand_table`.
+    """
+
+    ms: torch.Tensor
+    fixed_ms: float
+    mask: torch.Tensor
+    candidates: list[str]
+    device: str = "hand-made"
+    source: str = "hand-made"
+    version: str = "0"
+    known_error: str = "n/a"
+
+    def __post_init__(self):
+        self.ms = torch.as_tensor(self.ms, dtype=torch.float64)
+        self.mask = torch.as_tensor(self.mask, dtype=torch.bool)
+        if self.ms.dim() != 2 or self.ms.shape != self.mask.shape:
+            raise ValueError(f"latency table must be [layers × candidates] with a mask of the same "
+                             f"shape; got {tuple(self.ms.shape)} and {tuple(self.mask.shape)}")
+        if not bool(self.mask.any(1).all()):
+            raise ValueError("every layer needs at least one allowed candidate")
+        allowed = self.ms[self.mask]
+        if not bool(torch.isfinite(allowed).all()) or bool((allowed < 0).any()):
+            raise ValueError("latencies of allowed candidates must be finite and ≥ 0")
+        # disallowed entries never take part in a sum: make them 0 so 0·x stays 0
+        self.ms = torch.where(self.mask, self.ms, torch.zeros_like(self.ms))
+        self.fixed_ms = float(self.fixed_ms)
+
+    @property
+    def num_layers(self) -> int:
+        return self.ms.shape[0]
+
+    def latency_of(self, choice: Sequence[int] | Sequence[str]) -> float:
+        """F + Σ_l LUT[l, k_l], summed left to right in float64 (the derivation uses the very
+        same order, so 'within budget' means the same thing everywhere)."""
+        index = self.indices(choice)
+        total = self.fixed_ms
+        for layer, k in enumerate(index):
+            total += float(self.ms[layer, k])
+        return total
+
+    def indices(self, choice: Sequence[int] | Sequence[str]) -> list[int]:
+        choice = list(choice)
+        if len(choice) != self.num_layers:
+            raise QnasError(f"expected {self.num_layers} ops, got {len(choice)}")
+        index = [self.candidates.index(c) if isinstance(c, str) else int(c) for c in choice]
+        for layer, k in enumerate(index):
+            if not bool(self.mask[layer, k]):
+                raise QnasError(f"op {self.candidates[k]!r} is not allowed at layer {layer}")
+        return index
+
+    def min_ms(self) -> float:
+        return self.latency_of(self._pick(torch.argmin))
+
+    def max_ms(self) -> float:
+        return self.latency_of(self._pick(torch.argmax))
+
+    def _pick(self, reduce) -> list[int]:
+        big = torch.finfo(torch.float64).max
+        fill = big if reduce is torch.argmin else -big
+        return reduce(torch.where(self.mask, self.ms, torch.full_like(self.ms, fill)), 1).tolist()
+
+
+def hand_table(ms, fixed_ms: float = 0.0, mask=None, candidates: Sequence[str] | None = None,
+               device: str = "hand-made") -> TableView:
+    """A latency table from a hand-made [layers × candidates] array (tests, notebooks)."""
+    ms = torch.as_tensor(ms, dtype=torch.float64)
+    mask = torch.ones_like(ms, dtype=torch.bool) if mask is None else mask
+    candidates = list(candidates) if candidates else [f"op{k}" for k in range(ms.shape[1])]
+    return TableView(ms, fixed_ms, mask, candidates, device=device)
+
+
+def table_view(lut, mask: torch.Tensor) -> TableView:
+    """Wrap a :class:`qnas.predictors.lut.LatencyTable` with the space's allowed-op ``mask``."""
+    ms = torch.as_tensor(lut.ms, dtype=torch.float64)
+    ms = torch.where(mask, torch.nan_to_num(ms, nan=0.0, posinf=0.0), torch.zeros_like(ms))
+    return TableView(ms, float(lut.fixed_ms), mask, list(lut.candidates), device=lut.device,
+                     source=lut.source, version=str(lut.version), known_error=lut.known_error)
+
+
+# --- the differentiable part ----------------------------------------------------------------
+
+def masked_probs(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax(α_l) over the candidates allowed at each layer (0 for the others)."""
+    return torch.softmax(alpha.masked_fill(~mask, float("-inf")), dim=-1)
+
+
+def expected_latency_ms(alpha: torch.Tensor, table: TableView) -> torch.Tensor:
+    """``E[LAT] = F + Σ_l Σ_k softmax(α_l)_k · LUT[l, k]`` as a float64 scalar with a graph to α.
+
+    ∂E/∂α_lm = p_lm · (LUT[l, m] − Σ_k p_lk LUT[l, k]).
+    """
+    probs = masked_probs(alpha, table.mask.to(alpha.device)).to(torch.float64)
+    return table.fixed_ms + (probs * table.ms.to(alpha.device)).sum()
+
+
+@dataclass(frozen=True)
+class LatencyLoss:
+    """The search loss with a latency term, one of :data:`LOSS_FORMS`:
+
+    - ``add-linear`` (ProxylessNAS): ``CE + λ · (E − T) / T``
+    - ``mul-log`` (ProxylessNAS/FBNet): ``CE · (log E / log T)^β``   (E, T in ms; T > 1 ms)
+    - ``hinge`` (NNI 3 "positive"): ``CE + λ · max(0, E / T − 1)``
+    """
+
+    form: str
+    target_ms: float
+    lam: float = 0.1
+    beta: float = 0.6
+
+    def __post_init__(self):
+        if self.form not in LOSS_FORMS:
+            raise QnasError(f"unknown latency loss {self.form!r}; use one of: "
+                            f"{', '.join(LOSS_FORMS)}")
+        if not (math.isfinite(self.target_ms) and self.target_ms > 0):
+            raise QnasError(f"latency target must be positive, got {self.target_ms!r} ms")
+        if self.form == "mul-log" and self.target_ms <= 1.0:
+            raise QnasError(f"loss mul-log needs a target above 1 ms (log T > 0), got "
+                            f"{self.target_ms:g} ms; use --loss add-linear or --loss hinge")
+        if self.lam < 0 or self.beta < 0:
+            raise QnasError("latency loss λ and β must be ≥ 0")
+
+    def __call__(self, ce: torch.Tensor, expected_ms: torch.Tensor) -> torch.Tensor:
+        target = self.target_ms
+        expected = expected_ms.to(ce.dtype)
+        if self.form == "add-linear":
+            return ce + self.lam * (expected - target) / target
+        if self.form == "mul-log":
+            return ce * (torch.log(expected) / math.log(target)) ** self.beta
+        return ce + self.lam * torch.clamp(expected / target - 1.0, min=0.0)
+
+
+def entropy(alpha: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean per-layer entropy of softmax(α_l) in nats (log K_l when uniform)."""
+    probs = masked_probs(alpha.detach(), mask)
+    logp = torch.log(probs.clamp_min(1e-30))
+    return float(-(probs * logp).sum(-1).mean())

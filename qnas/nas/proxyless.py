@@ -1,0 +1,255 @@
+"""The strategy: ProxylessNAS's binary-gate, path-level sampling (how α is learned).
+
+Weight step: one path per layer, sampled from p = softmax(α) (uniformly during warm-up); only
+that path runs, only its weights get gradients (the others keep ``grad = None`` and SGD skips
+them).
+
+Arch step (on a held-out split): two distinct paths S = {i, j} per layer sampled from p,
+renormalised p' over S, the active one sampled from p'; gates one-hot on it. Then
+
+    ∂L/∂g_k  = ⟨o_k, ∂L/∂y⟩                                   (k ∈ S)
+    ∂L/∂α_m  = Σ_{k∈S} ∂L/∂g_k · p'_k (δ_km − p'_m)            (m ∈ S; 0 elsewhere)
+
+plus the latency term's gradient through softmax(α) (autograd), an Adam step on α, and the
+probability-preserving rescale: α_i, α_j shift by one constant so that the total probability
+of the ops NOT in S is what it was before the step.
+
+All randomness of a step comes from a ``torch.Generator`` seeded by (seed, step, stream), so
+every DDP rank can draw the same paths, and a resumed run draws what an uninterrupted one would.
+:func:`compute_arch_gradient` is the one place the α gradient is formed (an all-reduce goes
+there under DDP; run the arch forward on the bare module, not the DDP wrapper).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .latency import LatencyLoss, TableView, expected_latency_ms, masked_probs
+from .supernet import Supernet
+
+WEIGHT_STREAM, ARCH_STREAM = 0, 1
+
+
+@dataclass
+class ProxylessConfig:
+    """Optimiser settings; defaults are ProxylessNAS's."""
+
+    weight_lr: float = 0.025            # SGD, cosine-annealed by the search loop
+    weight_momentum: float = 0.9
+    weight_nesterov: bool = True
+    weight_decay: float = 4e-5
+    arch_lr: float = 1e-3               # Adam on α
+    arch_betas: tuple[float, float] = (0.0, 0.999)
+    arch_eps: float = 1e-8
+    arch_weight_decay: float = 0.0
+    arch_every: int = 5                 # one arch step per this many weight steps
+    alpha_init_std: float = 1e-3
+    grad_clip: float | None = 5.0       # on the weights (None: off)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
+    """The generator for one step's path sampling: a pure function of (seed, step, stream)."""
+    state = np.random.SeedSequence([int(seed), int(step), int(stream)]).generate_state(2)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]) >> 1)
+
+
+def uniform_probs(mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.to(torch.float64)
+    return mask / mask.sum(-1, keepdim=True)
+
+
+def sample_paths(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One candidate per layer ~ probs[l] → LongTensor [layers]."""
+    return torch.multinomial(probs.detach().to(torch.float64).cpu(), 1,
+                             generator=generator).squeeze(1)
+
+
+def sample_pairs(alpha: torch.Tensor, mask: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+    """Two distinct candidates per layer ~ p (without replacement), then the active one ~ p'
+    (p renormalised over the two) → LongTensor [layers × 2], column 0 the active path."""
+    alpha = alpha.detach().to(torch.float64).cpu()
+    mask = mask.cpu()
+    probs = masked_probs(alpha, mask)
+    probs = torch.where(mask, probs.clamp_min(1e-12), torch.zeros_like(probs))
+    pairs = torch.multinomial(probs, 2, replacement=False, generator=generator)
+    renormalised = torch.softmax(alpha.gather(1, pairs), dim=1)
+    first_active = torch.multinomial(renormalised, 1, generator=generator).squeeze(1) == 0
+    return torch.where(first_active[:, None], pairs, pairs.flip(1))
+
+
+def arch_gradient(alpha: torch.Tensor, pairs: torch.Tensor,
+                  gate_grads: torch.Tensor) -> torch.Tensor:
+    """ProxylessNAS's two-path α gradient.
+
+    ``gate_grads[l, s] = ∂L/∂g`` of path ``pairs[l, s]``; returns ∂L/∂α [layers × candidates]
+    with ``Σ_{k∈S} ∂L/∂g_k · p'_k (δ_km − p'_m)`` at m ∈ S and 0 elsewhere.
+    """
+    alpha = alpha.detach()
+    pairs = pairs.to(alpha.device)
+    renormalised = torch.softmax(alpha.gather(1, pairs), dim=1)          # p' over S
+    gate_grads = gate_grads.to(alpha.dtype)
+    weighted = (gate_grads * renormalised).sum(1, keepdim=True)          # Σ_k ∂L/∂g_k p'_k
+    grad_s = renormalised * gate_grads - renormalised * weighted         # per m ∈ S
+    return torch.zeros_like(alpha).scatter_(1, pairs, grad_s)
+
+
+def rescale_alpha_(alpha: torch.Tensor, old_alpha: torch.Tensor, pairs: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """Shift α over S (both sampled paths, one constant per layer) so that the total probability
+    of the allowed ops NOT in S equals its value under ``old_alpha``. In place; returns α."""
+    with torch.no_grad():
+        mask = mask.to(alpha.device)
+        pairs = pairs.to(alpha.device)
+        in_s = torch.zeros_like(mask).scatter_(1, pairs, True)
+        out_s = mask & ~in_s
+
+        def lse(values, where):
+            return torch.logsumexp(values.to(torch.float64).masked_fill(~where, float("-inf")),
+                                   dim=1)
+
+        shift = lse(old_alpha, in_s) - lse(alpha, in_s)
+        has_out = out_s.any(1)
+        if bool(has_out.any()):
+            correction = lse(alpha, out_s) - lse(old_alpha, out_s)
+            shift = torch.where(has_out, shift + torch.nan_to_num(correction), shift)
+        alpha.add_(torch.where(in_s, shift[:, None], torch.zeros_like(shift[:, None]))
+                   .to(alpha.dtype))
+    return alpha
+
+
+@contextlib.contextmanager
+def _no_weight_grads(params: Iterable[torch.nn.Parameter]):
+    """Weights take no part in the arch step's graph (saves memory; α-only step)."""
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def compute_arch_gradient(supernet: Supernet, loss: torch.Tensor,
+                          pairs: torch.Tensor) -> torch.Tensor:
+    """∂L/∂α after a two-path forward: the gate part (exact formula) + the latency part.
+
+    The one place the α gradient is formed (insert the DDP all-reduce of the result here).
+    """
+    records = supernet.records()
+    outputs = [y for y, _, _ in records]
+    inputs = outputs + ([supernet.alpha] if supernet.alpha.requires_grad else [])
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    gate = torch.zeros(len(records), 2, dtype=torch.float64)
+    for layer, ((_, o_active, o_other), grad) in enumerate(zip(records, grads)):
+        if grad is not None:
+            gate[layer, 0] = (o_active.to(torch.float64) * grad).sum()
+            gate[layer, 1] = (o_other.to(torch.float64) * grad).sum()
+    alpha_grad = arch_gradient(supernet.alpha.detach(), pairs, gate.to(supernet.alpha.device))
+    latency_grad = grads[len(outputs)] if len(grads) > len(outputs) else None
+    if latency_grad is not None:
+        alpha_grad = alpha_grad + latency_grad
+    return alpha_grad
+
+
+class ProxylessStrategy:
+    """Weight and arch steps of ProxylessNAS on a :class:`Supernet` (separate optimisers).
+
+    Args:
+        supernet: the supernet.
+        config: optimiser settings.
+        seed: base seed of the per-step path generators.
+        table: the latency table (None: no latency term).
+        latency_loss: how CE and E[LAT] combine (None: CE only).
+    """
+
+    def __init__(self, supernet: Supernet, config: ProxylessConfig | None = None, seed: int = 0,
+                 table: TableView | None = None, latency_loss: LatencyLoss | None = None):
+        self.supernet = supernet
+        self.config = config or ProxylessConfig()
+        self.seed = seed
+        self.table = table
+        self.latency_loss = latency_loss
+        c = self.config
+        self.weight_optimizer = torch.optim.SGD(
+            supernet.weight_parameters(), lr=c.weight_lr, momentum=c.weight_momentum,
+            nesterov=c.weight_nesterov, weight_decay=c.weight_decay)
+        self.arch_optimizer = torch.optim.Adam(
+            supernet.arch_parameters(), lr=c.arch_lr, betas=tuple(c.arch_betas), eps=c.arch_eps,
+            weight_decay=c.arch_weight_decay)
+
+    # --- weight step ----------------------------------------------------------------------
+    def sample_paths(self, step: int, uniform: bool) -> torch.Tensor:
+        net = self.supernet
+        probs = uniform_probs(net.mask) if uniform else net.probs().detach()
+        return sample_paths(probs, step_generator(self.seed, step, WEIGHT_STREAM))
+
+    def weight_step(self, images: torch.Tensor, labels: torch.Tensor, step: int,
+                    uniform: bool = False, paths: torch.Tensor | None = None) -> dict:
+        """One SGD step of the weights on ONE sampled path per layer."""
+        net = self.supernet
+        net.train()
+        paths = self.sample_paths(step, uniform) if paths is None else paths
+        net.set_paths(paths)
+        logits = net(images)
+        loss = F.cross_entropy(logits, labels)
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            params = [p for p in net.weight_parameters() if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        self.weight_optimizer.step()
+        net.clear_paths()
+        correct = (logits.detach().argmax(1) == labels).sum().item()
+        return {"loss": loss.item(), "correct": correct, "count": len(labels)}
+
+    # --- arch step ------------------------------------------------------------------------
+    def sample_pairs(self, step: int) -> torch.Tensor:
+        net = self.supernet
+        return sample_pairs(net.alpha, net.mask, step_generator(self.seed, step, ARCH_STREAM))
+
+    def arch_loss(self, ce: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.table is None or self.latency_loss is None:
+            return ce, None
+        expected = expected_latency_ms(self.supernet.alpha, self.table)
+        return self.latency_loss(ce, expected), expected
+
+    def arch_step(self, images: torch.Tensor, labels: torch.Tensor, step: int,
+                  pairs: torch.Tensor | None = None) -> dict:
+        """One Adam step of α from two sampled paths per layer, then the rescale."""
+        net = self.supernet
+        net.train()
+        pairs = self.sample_pairs(step) if pairs is None else pairs
+        net.set_pairs(pairs)
+        with _no_weight_grads(net.weight_parameters()):
+            logits = net(images)
+            ce = F.cross_entropy(logits, labels)
+            loss, expected = self.arch_loss(ce)
+            alpha_grad = compute_arch_gradient(net, loss, pairs)
+        net.clear_paths()
+        old_alpha = net.alpha.detach().clone()
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        net.alpha.grad = alpha_grad.to(net.alpha.dtype)
+        self.arch_optimizer.step()
+        self.arch_optimizer.zero_grad(set_to_none=True)
+        rescale_alpha_(net.alpha.data, old_alpha, pairs, net.mask)
+        return {"ce": ce.item(), "loss": loss.item(),
+                "expected_ms": None if expected is None else expected.item()}
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"weight_optimizer": self.weight_optimizer.state_dict(),
+                "arch_optimizer": self.arch_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        self.arch_optimizer.load_state_dict(state["arch_optimizer"])

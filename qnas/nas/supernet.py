@@ -1,0 +1,169 @@
+"""The supernet: the space's macro-architecture with a mixed op at every searchable layer.
+
+A :class:`MixedOp` holds the candidates allowed at its layer and runs
+
+- ONE of them (``set_paths``): the weight step and evaluation — time and memory of one child;
+- TWO of them (``set_pairs``, the arch step): the active one with autograd, the other under
+  ``no_grad``. Its output is the active path's output passed straight through (the gates are
+  one-hot, so ``y = Σ_k g_k o_k = o_active``); the layer records ``y`` and the detached outputs
+  so the strategy can form ∂L/∂g_k = ⟨o_k, ∂L/∂y⟩ afterwards. No op runs inside a custom
+  autograd function (NNI's lesson: that breaks DDP).
+
+α is one [layers × candidates] parameter; candidates not allowed at a layer are masked out of
+the softmax (``mask``). ``child(ops)`` builds the plain child network (the same class the space
+builds) and copies the supernet's weights into it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .latency import masked_probs
+from .space import SearchSpace
+
+
+class MixedOp(nn.Module):
+    """One searchable layer: its allowed candidates (``candidates[op_name]``), one or two run."""
+
+    def __init__(self, index: int, names: Sequence[str], modules: dict[str, nn.Module]):
+        super().__init__()
+        self.index = index
+        self.names = list(names)                 # the space's candidates, by α column
+        self.candidates = nn.ModuleDict(modules)  # only the allowed ones
+        self.path: int | None = None
+        self.pair: tuple[int, int] | None = None  # (active, other)
+        self.record: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pair is not None:
+            return self._forward_pair(x)
+        if self.path is None:
+            raise RuntimeError("MixedOp has no path: call Supernet.set_paths or set_pairs first")
+        return self.candidates[self.names[self.path]](x)
+
+    def _forward_pair(self, x: torch.Tensor) -> torch.Tensor:
+        active, other = self.pair
+        with torch.no_grad():
+            o_other = self.candidates[self.names[other]](x)
+        y = self.candidates[self.names[active]](x)
+        if y is x:                      # identity: give the layer output its own autograd node
+            y = x.view_as(x)
+        if not y.requires_grad:         # nothing upstream needs grad: ∂L/∂y is still wanted
+            y = y.detach().requires_grad_(True)
+        self.record = (y, y.detach(), o_other)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"layer={self.index}, candidates={list(self.candidates)}"
+
+
+class Supernet(nn.Module):
+    """The space's network with a :class:`MixedOp` at every searchable layer, plus α.
+
+    Args:
+        space: the search space.
+        num_classes: classifier width (the dataset's).
+        alpha_init_std: α ~ N(0, std²) (ProxylessNAS: 1e-3).
+    """
+
+    def __init__(self, space: SearchSpace, num_classes: int, alpha_init_std: float = 1e-3,
+                 **net_kwargs):
+        super().__init__()
+        self.space = space
+        self.num_classes = num_classes
+        self.net = space.build_child(space.smallest_ops(), num_classes=num_classes,
+                                     keep_identity=True, **net_kwargs)
+        mixed = []
+        for slot in space.layers:
+            op = MixedOp(slot.index, space.candidates,
+                         {name: space.build_layer_op(slot, name) for name in slot.ops})
+            op.apply(type(self.net)._init_weights)
+            self.net.stages[slot.stage][slot.position] = op
+            mixed.append(op)
+        self._mixed = tuple(mixed)            # not registered twice: they live in self.net
+        self.register_buffer("mask", space.allowed_mask(), persistent=False)
+        self.alpha = nn.Parameter(torch.randn(space.num_layers, len(space.candidates))
+                                  * alpha_init_std)
+
+    # --- parameters -----------------------------------------------------------------------
+    @property
+    def mixed_ops(self) -> tuple[MixedOp, ...]:
+        return self._mixed
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return list(self.net.parameters())
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha]
+
+    def probs(self) -> torch.Tensor:
+        """softmax(α_l) over the allowed candidates, [layers × candidates]."""
+        return masked_probs(self.alpha, self.mask)
+
+    # --- which paths run ------------------------------------------------------------------
+    def set_paths(self, paths: Sequence[int] | torch.Tensor) -> None:
+        """Run ONE candidate per layer (α column indices)."""
+        paths = [int(p) for p in (paths.tolist() if torch.is_tensor(paths) else paths)]
+        self._check_len(paths)
+        for op, path in zip(self._mixed, paths):
+            if op.names[path] not in op.candidates:
+                raise ValueError(f"candidate {op.names[path]!r} is not allowed at layer "
+                                 f"{op.index}")
+            op.path, op.pair, op.record = path, None, None
+
+    def set_ops(self, ops: Sequence[str]) -> None:
+        """Run the child ``ops`` (op names)."""
+        self.set_paths([self.space.candidates.index(op) for op in self.space.check_ops(ops)])
+
+    def set_pairs(self, pairs: torch.Tensor) -> None:
+        """Run TWO candidates per layer: ``pairs[l] = (active, other)``."""
+        self._check_len(pairs)
+        for op, (active, other) in zip(self._mixed, pairs.tolist()):
+            op.path, op.pair, op.record = None, (int(active), int(other)), None
+
+    def clear_paths(self) -> None:
+        for op in self._mixed:
+            op.path, op.pair, op.record = None, None, None
+
+    def records(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per layer, after a two-path forward: (y, o_active, o_other)."""
+        if any(op.record is None for op in self._mixed):
+            raise RuntimeError("no two-path forward has been run since set_pairs")
+        return [op.record for op in self._mixed]
+
+    def _check_len(self, seq) -> None:
+        if len(seq) != len(self._mixed):
+            raise ValueError(f"expected one entry per searchable layer ({len(self._mixed)}), "
+                             f"got {len(seq)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    # --- the child ------------------------------------------------------------------------
+    def child_state_dict(self, ops: Sequence[str], keep_identity: bool = False) -> dict:
+        """The supernet's weights renamed for ``space.build_child(ops, keep_identity=...)``."""
+        ops = self.space.check_ops(ops)
+        paths = self.space.child_layer_paths(ops, keep_identity)
+        prefixes = {self.space.layer_path(l) + ".": l for l in range(len(ops))}
+        state = {}
+        for name, value in self.net.state_dict().items():
+            parts = name.split(".")
+            prefix = ".".join(parts[:3]) + "."
+            layer = prefixes.get(prefix) if parts[0] == "stages" else None
+            if layer is None:
+                state[name] = value
+                continue
+            # stages.<s>.<p>.candidates.<op>.<rest>
+            op, rest = parts[4], ".".join(parts[5:])
+            if op == ops[layer] and paths[layer] is not None:
+                state[f"{paths[layer]}.{rest}"] = value
+        return state
+
+    def child(self, ops: Sequence[str], keep_identity: bool = False) -> nn.Module:
+        """The child network of ``ops`` with the supernet's (inherited) weights."""
+        child = self.space.build_child(ops, num_classes=self.num_classes,
+                                       keep_identity=keep_identity)
+        child.load_state_dict(self.child_state_dict(ops, keep_identity), strict=True)
+        return child.to(self.alpha.device)
