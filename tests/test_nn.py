@@ -7,6 +7,8 @@ from torch import nn
 from qnas.nn import BLOCKS, QuadraConv2d, QuadraLinear, SwinBlock, build_block
 from qnas.nn.quadra import _QuadraConvFunction
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 # CUDA runs the one-grouped-conv path, CPU the three-depthwise-conv path: test wherever we are
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -75,6 +75,15 @@ def build_command(device, samples, out, space, input_shape, threads, trees, seed
     for kernel, error in built.kernel_errors.items():
         shown = "n/a (fewer than 10 samples)" if error is None else f"{100 * error:.1f}%"
         click.echo(f"  {kernel:16s} hold-out median |rel. error| {shown}")
+    from ..predictors.builder import HostOpCosts
+
+    costs = HostOpCosts.from_folder(built.folder)
+    if costs is not None and costs.calibration:
+        error = costs.calibration.get("in_sample_median_rel_error")
+        click.echo(f"  in-network overhead {1000 * costs.overhead_per_kernel_ms:.2f} µs per kernel, "
+                   f"fitted on {costs.calibration.get('networks')} calibration networks"
+                   + (f" (in-sample median |rel. error| {100 * error:.1f}%)"
+                      if error is not None else ""))
     if register:
         click.echo(f"registered with nn-Meter; qnas device {device} maps to it "
                    f"(NNMeterPredictor('{device}'))")

@@ -7,7 +7,11 @@ does the same job for PyTorch on this machine (CPU, or CUDA when present):
    (conv-bn-relu, dwconv-bn-relu, fc, add, relu, bn, global-avgpool, maxpool, avgpool) —
    half of them around the kernels of a search space's blocks at the deployment shape
    (nn-Meter samples from a prior over real models the same way), half uniformly;
-2. time each one with PyTorch (eval, no_grad, fixed threads, warm-up, median);
+2. time each one with PyTorch (eval, no_grad, fixed threads, warm-up, median) the way it runs
+   inside a network: weighted kernels cycle through copies whose weights exceed the L2 cache
+   (in a network every layer's weights were evicted since its last call; a tight loop on one
+   module keeps them hot and runs up to 3× faster), and QuadraConv's depthwise conv with
+   3 outputs per channel runs as QuadraConv2d runs it in eager mode on this device;
 3. train one ``RandomForestRegressor`` per kernel type on exactly the feature vector nn-Meter
    computes for it at prediction time (``nn_meter.predictor.prediction.extract_feature``);
 4. write ``<kernel>.pkl`` + ``fusion_rules.json`` (PyTorch eager fuses nothing: every rule
@@ -16,7 +20,11 @@ does the same job for PyTorch on this machine (CPU, or CUDA when present):
 5. fit per-op costs (overhead + bytes + FLOPs terms, non-negative least squares) for the kernel
    types nn-Meter ignores (LayerNorm, GELU, mul, copies, softmax, MatMul, …), measured the same
    way, into ``qnas_op_costs.yaml`` — :class:`~qnas.predictors.nnmeter_backend.NNMeterPredictor`
-   costs those kernels with them instead of a device profile.
+   costs those kernels with them instead of a device profile;
+6. time a few random children of the search space whole and fit one more constant: the
+   in-network framework overhead per kernel (PyTorch eager's Python and dispatch work between
+   kernels, which isolated kernel timings do not contain). It is reported as its own part of
+   every prediction, never folded into nn-Meter's number.
 
 Device mapping: the predictor is registered as ``qnas_host_cpu`` (``qnas_host_cuda``); the qnas
 device ``host-cpu`` (``host-cuda``) resolves to it as long as ``meta.yaml`` records this host's
@@ -47,7 +55,7 @@ from torch import nn
 
 from ..errors import QnasError
 from .base import Kernel
-from .measured import (HOST_DEVICES, cpu_model, default_threads, time_callable, torch_device)
+from .measured import HOST_DEVICES, default_threads, time_callable, torch_device
 
 PREDICTOR_VERSION = 1.0
 BUILDER_VERSION = "1"

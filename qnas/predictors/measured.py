@@ -69,7 +69,7 @@ def torch_device(device: str) -> torch.device:
         if not torch.cuda.is_available():
             raise QnasError("device 'host-cuda' needs a CUDA GPU but torch.cuda.is_available() "
                             "is False on this machine; use 'host-cpu' or a profile device "
-                            "(see 'qnas predictor devices')")
+                            "(see 'qnas devices')")
         return torch.device("cuda")
     raise QnasError(f"unknown host device {device!r}; use one of {', '.join(HOST_DEVICES)}")
 

@@ -17,7 +17,8 @@ What this module does that nn-Meter's own ``predictor.predict(model, "torch")`` 
   nn-Meter's kernels of the same graph and costs exactly those with the device's calibrated
   profile (``profile.cost_kernels``) — or, for a host predictor built by
   ``qnas predictor build``, with the per-op models fitted on that host. The reported latency is
-  nn-Meter's IR prediction + those extra costs; the breakdown keeps them apart (``backend``).
+  nn-Meter's IR prediction + those extra costs (+ for a qnas-built host predictor, its fitted
+  in-network framework overhead); the breakdown keeps the parts apart (column ``backend``).
 * **Old pickles**: nn-Meter's kernel predictors are scikit-learn 0.23 pickles; nn-Meter's loader
   is patched to read them through :mod:`qnas.predictors.sklearn_compat`.
 * **No downloads, ever**: a device's nn-Meter predictor is used only when its files are already
@@ -464,6 +465,23 @@ def nnmeter_ir(module, input_shape: Sequence[int]) -> dict:
     return sanitize_ir(nn_meter.ir_converter.model_to_graph(onnx_model, "onnx"))
 
 
+def _host_known_error(info: dict, extra_costs) -> str:
+    """The measured errors of a host predictor built by qnas (from its meta and op-cost files)."""
+    qnas_meta = info.get("qnas") or {}
+    parts = [HOST_KNOWN_ERROR.split(";")[0]]
+    holdout = {k: v for k, v in (qnas_meta.get("holdout_median_rel_error") or {}).items()
+               if v is not None}
+    if holdout:
+        shown = ", ".join(f"{k} {100 * v:.0f}%" for k, v in holdout.items())
+        parts.append(f"kernel hold-out median |rel. error|: {shown}")
+    calibration = getattr(extra_costs, "calibration", None) or {}
+    if calibration.get("in_sample_median_rel_error") is not None:
+        parts.append(f"whole-network median |rel. error| "
+                     f"{100 * calibration['in_sample_median_rel_error']:.0f}% on the "
+                     f"{calibration.get('networks')} calibration networks (in-sample)")
+    return "; ".join(parts)
+
+
 # --- costing -----------------------------------------------------------------------------------
 @dataclass
 class NNMeterKernel:
@@ -601,7 +619,11 @@ class NNMeterPredictor:
             raise QnasError(missing_message(device, self.files))
         self.profile = profile
         self.extra_costs = profile
-        extra_name = getattr(profile, "version", None)
+        extra_name = None
+        if profile is not None:
+            extra_name = " ".join(str(part) for part in (
+                "calibrated profile", getattr(profile, "device", ""),
+                getattr(profile, "version", "")) if part)
         if profile is None:
             from .builder import HostOpCosts
 
@@ -613,18 +635,29 @@ class NNMeterPredictor:
                     f"ProfilePredictor (qnas.predictors.get('{device}') does) or build the "
                     f"predictor with 'qnas predictor build'")
             extra_name = self.extra_costs.version
+        self._extra_name = extra_name
         self.version = (f"nn-Meter {nnmeter_version()}: {self.files.name} v{self.files.version}"
                         f" + ignored ops: {extra_name}")
-        base_error = HOST_KNOWN_ERROR if device in HOST_PREDICTOR_NAMES else NNMETER_KNOWN_ERROR
+        base_error = (_host_known_error(self.files.info, self.extra_costs)
+                      if device in HOST_PREDICTOR_NAMES else NNMETER_KNOWN_ERROR)
         self.known_error = f"{base_error}; ignored ops costed by {extra_name}"
+        self._cache: dict[tuple, NNMeterParts] = {}
 
     def predict_parts(self, module, input_shape: Sequence[int]) -> NNMeterParts:
-        predictor, _files = load_nnmeter_predictor(self.device)
-        return predict_parts_with(predictor, self.extra_costs, module, input_shape)
+        """The prediction's parts (cached per module structure and input shape)."""
+        from .kernels import parse_input_shape
+        from .measured import module_signature
+
+        shape = parse_input_shape(input_shape)
+        key = (module_signature(module), shape)
+        if key not in self._cache:
+            predictor, _files = load_nnmeter_predictor(self.device)
+            self._cache[key] = predict_parts_with(predictor, self.extra_costs, module, shape)
+        return self._cache[key]
 
     def predict(self, module, input_shape: Sequence[int]) -> Prediction:
         parts = self.predict_parts(module, input_shape)
-        extra_label = f"qnas: {getattr(self.extra_costs, 'version', 'profile')}"
+        extra_label = f"qnas: {self._extra_name}"
         rows = []
         for row in parts.nnmeter_kernels:
             if row.predictor is None:

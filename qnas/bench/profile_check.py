@@ -1,0 +1,266 @@
+"""Benchmark: a datasheet/calibrated profile's predictions against measurements on real hardware.
+
+For each candidate block of a search space (QuadraBlock k3e2 … k7e4) at each distinct layer input
+shape of the space at its deployment shape, and for a few whole models, the profile device's
+prediction is set beside a measurement with the measured backend (``host-cuda`` or ``host-cpu``,
+:class:`~qnas.predictors.measured.MeasuredPredictor`: warm-up, median of repeated rounds).
+``rel_error = predicted / measured - 1``.
+
+This is how the ``h100`` profile's ``known_error`` is obtained (``qnas bench profile h100`` on an
+H100). A profile checked against OTHER hardware (e.g. ``a100`` against an H100) is labelled
+``cross-check`` in the ``relation`` column: that is a comparison, not a validation of the profile.
+
+Batch-1 eager PyTorch on a GPU is dispatch-bound (tens of µs of CPU work per kernel), which a
+roofline with a few µs of launch overhead does not model; running at a larger batch as well
+(``batches=(1, 32)``) shows how the profile fares once the GPU itself is the bottleneck. The
+``measured_us_per_kernel`` column (measured time / kernels in qnas's decomposition) makes that
+visible.
+"""
+from __future__ import annotations
+
+import re
+import statistics
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+
+from ..errors import QnasError
+
+DEFAULT_MODELS = ("quadranet_xxs", "quadranet_t", "resnet18")
+IDENTITY_OPS = ("identity", "zero", "none")
+COLUMNS = ["profile", "relation", "batch", "kind", "op", "shape", "layer", "kernels",
+           "predicted_ms", "measured_ms", "measured_iqr", "rel_error", "measured_us_per_kernel",
+           "predicted_source", "measured_source", "measured_on"]
+
+
+@dataclass
+class ProfileCheck:
+    """The long table of one check (one row per profile × batch × block/model) and its context."""
+
+    table: pd.DataFrame
+    devices: list[str]
+    measure: str
+    hardware: str
+    measured_version: str
+    space: str
+    input_shape: tuple[int, ...]
+    batches: list[int]
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> pd.DataFrame:
+        """Per profile × batch × kind: count, median |rel error|, range of rel error, and the
+        median measured/predicted ratio."""
+        rows = []
+        keys = ["profile", "relation", "batch", "kind"]
+        for key, group in self.table.groupby(keys, sort=False):
+            errors = group["rel_error"]
+            ratio = group["measured_ms"] / group["predicted_ms"]
+            rows.append(dict(zip(keys, key), n=len(group),
+                             median_abs_rel_error=float(errors.abs().median()),
+                             min_rel_error=float(errors.min()), max_rel_error=float(errors.max()),
+                             median_measured_over_predicted=float(ratio.median())))
+        return pd.DataFrame(rows, columns=keys + ["n", "median_abs_rel_error", "min_rel_error",
+                                                  "max_rel_error",
+                                                  "median_measured_over_predicted"])
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in shape)
+
+
+def _normalised(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def relation(device: str, hardware: str) -> str:
+    """``validation`` when the measured hardware is the profile's device (its name appears in
+    the hardware's name), else ``cross-check`` (a comparison, NOT a validation of the profile)."""
+    return "validation" if _normalised(device) in _normalised(hardware) else "cross-check"
+
+
+def _hardware(measure: str) -> str:
+    from ..predictors.measured import cpu_model
+
+    if measure == "host-cuda":
+        return torch.cuda.get_device_name()
+    return cpu_model()
+
+
+def _precision_note(measure: str) -> str | None:
+    if measure != "host-cuda":
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")    # torch ≥ 2.9 deprecates the allow_tf32 flags
+        try:
+            conv = torch.backends.cudnn.allow_tf32
+            matmul = torch.backends.cuda.matmul.allow_tf32
+        except Exception:  # noqa: BLE001 -- a torch that dropped the flags
+            return None
+    return (f"float32 tensors; cuDNN convolutions may use TF32: {conv}; matmuls may use TF32: "
+            f"{matmul} (PyTorch defaults)")
+
+
+def block_cases(space, input_shape: Sequence[int]) -> list[tuple[str, str, tuple, object]]:
+    """(op, layer name, input shape, slot) for each non-identity candidate at each distinct
+    layer input of ``space`` at ``input_shape`` (a layer's width and stride count as part of
+    its shape where the macro lets them differ)."""
+    cases, seen = [], set()
+    for slot, shape in zip(space.layers, space.layer_input_shapes(tuple(input_shape))):
+        for op in slot.ops:
+            if op in IDENTITY_OPS:
+                continue
+            key = (op, tuple(shape), slot.dim, slot.stride)
+            if key in seen:
+                continue
+            seen.add(key)
+            cases.append((op, slot.name, tuple(shape), slot))
+    return cases
+
+
+def _build_model(name: str, num_classes: int, notes: list[str]):
+    """A qnas model (via timm) or, if torchvision imports here, a torchvision/timm one."""
+    import timm
+
+    import qnas  # noqa: F401 -- registers the QuadraNet family with timm
+    from ..models import MODEL_NAMES
+
+    if name in MODEL_NAMES:
+        return timm.create_model(name, num_classes=num_classes)
+    try:
+        import torchvision  # noqa: F401
+    except Exception as err:  # noqa: BLE001 -- a torchvision built for another torch
+        notes.append(f"{name} skipped: torchvision does not import here "
+                     f"({type(err).__name__}: {' '.join(str(err).split())[:120]})")
+        return None
+    from ..predictors.registry import model_from_spec
+
+    return model_from_spec(name, num_classes=num_classes)
+
+
+def check_profile(devices: str | Sequence[str], measure: str = "host-cuda",
+                  space: str = "quadranet", batches: Sequence[int] = (1,),
+                  models: Sequence[str] = DEFAULT_MODELS, resolution: int | None = None,
+                  repeats: int = 15, warmup: int = 3, threads: int | None = None,
+                  progress: Callable[[str], None] | None = None) -> ProfileCheck:
+    """Predict with each profile device and measure with ``measure``; see the module doc.
+
+    ``devices``: profile devices (names or a comma-separated string). ``batches``: batch sizes
+    to run at (the space's deployment shape with N replaced). ``resolution``: override the
+    deployment H=W (for quick checks; the reported errors are then not the deployment's).
+    """
+    from ..nas.space import load_space
+    from ..predictors.measured import HOST_DEVICES, MeasuredPredictor
+    from ..predictors.registry import device_info, profile_predictor
+
+    say = progress or (lambda _msg: None)
+    if isinstance(devices, str):
+        devices = [d for d in devices.split(",") if d.strip()]
+    if not devices:
+        raise QnasError("name at least one profile device, e.g. 'qnas bench profile h100'")
+    infos = [device_info(d.strip()) for d in devices]
+    for info in infos:
+        if info.kind != "profile":
+            raise QnasError(f"device '{info.name}' is {info.kind}, not a profile; name a "
+                            f"profile device to check (e.g. h100, a100, cortexA76)")
+    if measure not in HOST_DEVICES:
+        raise QnasError(f"--measure must be one of {', '.join(HOST_DEVICES)}, got '{measure}'")
+    batches = [int(b) for b in batches]
+    if not batches or min(batches) <= 0:
+        raise QnasError(f"batch sizes must be positive integers, got {batches}")
+    if resolution is not None and resolution <= 0:
+        raise QnasError(f"resolution must be a positive integer, got {resolution}")
+    if repeats <= 0 or warmup < 0:
+        raise QnasError(f"repeats must be positive and warmup non-negative, got {repeats}, "
+                        f"{warmup}")
+
+    predictors = [profile_predictor(info.name) for info in infos]
+    meter = MeasuredPredictor(measure, threads=threads, repeats=repeats, warmup=warmup)
+    hardware = _hardware(measure)
+    spc = load_space(space)
+    n, c, h, w = spc.input_shape
+    if resolution is not None:
+        h = w = resolution
+    notes = [note for note in [_precision_note(measure)] if note]
+    if resolution is not None:
+        notes.append(f"resolution overridden to {resolution}x{resolution}: NOT the space's "
+                     f"deployment shape {_shape_text(spc.input_shape)}")
+    for predictor in predictors:
+        if relation(predictor.device, hardware) == "cross-check":
+            notes.append(f"{predictor.device}: cross-check only — {predictor.device} profile vs "
+                         f"a measurement on {hardware}; this is NOT a validation of "
+                         f"{predictor.device}")
+
+    model_list = [m.strip() for m in models if m and m.strip()]
+    built_models = {}
+    for name in model_list:
+        model = _build_model(name, spc.num_classes, notes)
+        if model is not None:
+            built_models[name] = model.eval()
+
+    rows = []
+
+    def add(kind: str, op: str, layer: str, module, shape: tuple, batch: int) -> None:
+        timing = meter.measure(module, shape)
+        for predictor in predictors:
+            prediction = predictor.predict(module, shape)
+            kernels = len(prediction.kernels)
+            rows.append({
+                "profile": predictor.device, "relation": relation(predictor.device, hardware),
+                "batch": batch, "kind": kind, "op": op, "shape": _shape_text(shape),
+                "layer": layer, "kernels": kernels,
+                "predicted_ms": prediction.latency_ms, "measured_ms": timing.median_ms,
+                "measured_iqr": timing.spread,
+                "rel_error": prediction.latency_ms / timing.median_ms - 1.0,
+                "measured_us_per_kernel": 1e3 * timing.median_ms / max(kernels, 1),
+                "predicted_source": f"profile {predictor.version}",
+                "measured_source": f"measured {meter.version}", "measured_on": hardware})
+
+    for batch in batches:
+        shape = (batch, c, h, w)
+        for op, layer, layer_shape, slot in block_cases(spc, shape):
+            say(f"batch {batch}: {op} at {_shape_text(layer_shape)}")
+            module = spc.build_layer_op(slot, op).eval()
+            add("block", op, layer, module, layer_shape, batch)
+        for name, model in built_models.items():
+            say(f"batch {batch}: {name} at {_shape_text(shape)}")
+            add("model", name, "", model, shape, batch)
+        if measure == "host-cuda":
+            torch.cuda.empty_cache()
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return ProfileCheck(table, [p.device for p in predictors], measure, hardware, meter.version,
+                        spc.name, (n, c, h, w), batches, notes)
+
+
+def format_check(result: ProfileCheck) -> str:
+    """The printed report: one table per profile × batch, then the summary of medians."""
+    lines = [f"profile predictions vs measurements ({result.measure}) on {result.hardware}",
+             f"  measured: {result.measured_version}",
+             f"  space {result.space}, deployment shape {_shape_text(result.input_shape)} "
+             f"with N = {', '.join(map(str, result.batches))}",
+             "  rel_error = predicted / measured - 1; IQR = measured inter-quartile range / "
+             "median; us/kernel = measured time / kernels in qnas's decomposition"]
+    lines += [f"  note: {note}" for note in result.notes]
+    shown = ["op", "shape", "layer", "kernels", "predicted_ms", "measured_ms", "rel_error",
+             "measured_iqr", "measured_us_per_kernel"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20,
+                           "display.float_format", "{:.4g}".format):
+        for (profile, relation_, batch), group in result.table.groupby(
+                ["profile", "relation", "batch"], sort=False):
+            version = group["predicted_source"].iloc[0]
+            lines += ["", f"== {profile} ({version}) vs {result.measure} [{relation_}], "
+                          f"batch {batch}"]
+            frame = group[shown].rename(columns={"measured_iqr": "IQR",
+                                                 "measured_us_per_kernel": "us/kernel"})
+            lines.append(frame.to_string(index=False))
+            for kind in ("block", "model"):
+                errors = group.loc[group["kind"] == kind, "rel_error"]
+                if len(errors):
+                    lines.append(f"median |rel error| of {len(errors)} {kind}s: "
+                                 f"{100 * statistics.median(errors.abs()):.0f}% "
+                                 f"(range {100 * errors.min():+.0f}% … {100 * errors.max():+.0f}%)")
+        lines += ["", "summary (ratios = measured / predicted):",
+                  result.summary().to_string(index=False)]
+    return "\n".join(lines)
