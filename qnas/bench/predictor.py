@@ -27,6 +27,7 @@ class ChildResult:
     predicted_ms: float
     nnmeter_ms: float
     extra_ms: float
+    overhead_ms: float
     measured_ms: float
     measured_iqr: float
     measured_cpu_ms: float
@@ -110,7 +111,7 @@ def bench_predictor(children: int = 5, input_shape: Sequence[int] | None = (1, 3
         parts = predictor.predict_parts(child, shape)
         timing = measured.measure(child, shape)
         rows.append(ChildResult(index, ops, parts.total_ms, parts.nnmeter_ms, parts.extra_ms,
-                                timing.median_ms, timing.spread, timing.cpu_median_ms))
+                                parts.overhead_ms, timing.median_ms, timing.spread, timing.cpu_median_ms))
     return BenchResult(rows, shape, predictor.version, measured.version, threads, notes)
 
 
@@ -122,12 +123,13 @@ def format_table(result: BenchResult) -> str:
         f"  predicted: {result.predictor_version}",
         f"  measured:  {result.measured_version}",
         "",
-        f"{'child':>5}  {'nn-Meter':>9}  {'+ignored':>9}  {'predicted':>9}  {'measured':>9}  "
+        f"{'child':>5}  {'nn-Meter':>9}  {'+ignored':>9}  {'+overhead':>9}  {'predicted':>9}  "
+        f"{'measured':>9}  "
         f"{'IQR':>5}  {'error':>7}  {'cpu-time':>9}  {'error':>7}  ops (per layer, - = identity)",
     ]
     for r in result.rows:
         lines.append(f"{r.index:>5}  {r.nnmeter_ms:>9.3f}  {r.extra_ms:>9.3f}  "
-                     f"{r.predicted_ms:>9.3f}  {r.measured_ms:>9.3f}  "
+                     f"{r.overhead_ms:>9.3f}  {r.predicted_ms:>9.3f}  {r.measured_ms:>9.3f}  "
                      f"{100 * r.measured_iqr:>4.0f}%  {100 * r.error:>+6.1f}%  "
                      f"{r.measured_cpu_ms:>9.3f}  {100 * r.cpu_error:>+6.1f}%  {_short_ops(r.ops)}")
     verdict = "within" if result.within_goal else "OUTSIDE"
@@ -135,6 +137,8 @@ def format_table(result: BenchResult) -> str:
                   f"{100 * result.median_abs_error:.1f}% vs wall-clock ({verdict} the "
                   f"±{100 * GOAL:.0f}% goal); median |error| vs thread CPU time "
                   f"{100 * result.median_abs_cpu_error:.1f}%; times in ms",
+              "nn-Meter = nn-Meter's IR prediction; +ignored = fitted costs of the ops nn-Meter "
+              "skips; +overhead = fitted per-kernel framework overhead",
               "measured = wall-clock median (the latency); cpu-time = the timing thread's CPU "
               "time over the same rounds, which leaves out time other processes took on a "
               "shared machine"]

@@ -129,10 +129,18 @@ def hand_table(ms, fixed_ms: float = 0.0, mask=None, candidates: Sequence[str] |
     return TableView(ms, fixed_ms, mask, candidates, device=device)
 
 
-def table_view(lut, mask: torch.Tensor) -> TableView:
-    """Wrap a :class:`qnas.predictors.lut.LatencyTable` with the space's allowed-op ``mask``."""
+def table_view(lut, mask: torch.Tensor | None = None) -> TableView:
+    """Wrap a :class:`qnas.predictors.lut.LatencyTable` (its ``allowed`` mask, or ``mask``)."""
+    allowed = getattr(lut, "allowed", None)
+    if mask is None:
+        mask = allowed if allowed is not None else torch.ones(tuple(lut.ms.shape), dtype=torch.bool)
+    elif allowed is not None and not torch.equal(torch.as_tensor(allowed, dtype=torch.bool),
+                                                 torch.as_tensor(mask, dtype=torch.bool)):
+        raise QnasError("the latency table allows other ops per layer than the space does; "
+                        "rebuild the table for this space")
+    mask = torch.as_tensor(mask, dtype=torch.bool)
     ms = torch.as_tensor(lut.ms, dtype=torch.float64)
-    ms = torch.where(mask, torch.nan_to_num(ms, nan=0.0, posinf=0.0), torch.zeros_like(ms))
+    ms = torch.where(mask, ms, torch.zeros_like(ms))
     return TableView(ms, float(lut.fixed_ms), mask, list(lut.candidates), device=lut.device,
                      source=lut.source, version=str(lut.version), known_error=lut.known_error)
 
