@@ -7,10 +7,19 @@ from torch import nn
 from qnas.nn import BLOCKS, QuadraConv2d, QuadraLinear, SwinBlock, build_block
 from qnas.nn.quadra import _QuadraConvFunction
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = pytest.mark.usefixtures("single_thread", "exact_float32")
 
 # CUDA runs the one-grouped-conv path, CPU the three-depthwise-conv path: test wherever we are
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture
+def exact_float32():
+    """cuDNN may run float32 convs in TF32 (~1e-3 relative), far from the 1e-5 asked here."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = before
 
 
 def reference_convs(quadra: QuadraConv2d) -> nn.ModuleList:
