@@ -87,7 +87,7 @@ def test_goal_summary_compares_quadra_with_hor(block_table):
     lines = blocks.goal_summary(block_table)
     assert len(lines) == 2 and lines[0].startswith("C=8 quadra: saved bytes")
     ratio = block_table.set_index("kind")["saved_bytes"]
-    assert f"{ratio['quadra'] / ratio['hor']:.2f}× HorBlock's" in lines[0]
+    assert f"{ratio['quadra'] / ratio['hor']:.3f}× HorBlock's" in lines[0]
 
 
 def test_quadraconv_part_compares_with_the_naive_three_convs():

@@ -54,7 +54,6 @@ from ..nn import QuadraConv2d, build_block
 
 BLOCK_KINDS = ("quadra", "quadra-me", "hor", "conv", "swin", "skip")
 REFERENCE_KIND = "quadra"
-DEFAULT_OUT = Path("runs") / "bench" / "blocks.csv"
 
 MACS_COUNTER = ("torch.utils.flop_counter.FlopCounterMode on meta, forward, conv+matmul only, "
                 "MACs=FLOPs/2")
@@ -365,7 +364,16 @@ def run_block_bench(config: BlockBenchConfig | None = None, progress: bool = Tru
     with torch_threads(config.threads), _progress(per_width * len(config.channels), progress,
                                                   "bench blocks") as bar:
         for channels in config.channels:
-            rows += _bench_width(config, channels, bar)
+            try:
+                rows += _bench_width(config, channels, bar)
+            except torch.OutOfMemoryError:
+                raise QnasError(
+                    f"{config.device} ran out of memory at C={channels}, batch {config.batch}, "
+                    f"{config.layers} layers, {config.resolution}×{config.resolution}; use a "
+                    f"smaller --batch, --layers or --resolution") from None
+            finally:
+                if config.device == "cuda":
+                    torch.cuda.empty_cache()    # the next width starts from a clean pool
     return add_ratios(pd.DataFrame(rows, columns=BLOCK_COLUMNS[:13] + BLOCK_COLUMNS[19:]),
                       BLOCK_COLUMNS)
 
@@ -439,9 +447,9 @@ def goal_summary(table: pd.DataFrame) -> list[str]:
             row = by_kind.loc[kind]
             memory = row["saved_bytes"] / hor["saved_bytes"]
             speed = row["train_img_s"] / hor["train_img_s"]
-            lines.append(f"C={channels} {kind}: saved bytes {memory:.2f}× HorBlock's "
+            lines.append(f"C={channels} {kind}: saved bytes {memory:.3f}× HorBlock's "
                          f"(goal ≤ 0.70: {'met' if memory <= 0.7 else 'missed'}), training "
-                         f"{speed:.2f}× HorBlock's speed (goal ≥ 1.30: "
+                         f"{speed:.3f}× HorBlock's speed (goal ≥ 1.30: "
                          f"{'met' if speed >= 1.3 else 'missed'})")
     return lines
 

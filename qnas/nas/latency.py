@@ -157,7 +157,7 @@ def expected_latency_ms(alpha: torch.Tensor, table: TableView) -> torch.Tensor:
 
     ∂E/∂α_lm = p_lm · (LUT[l, m] − Σ_k p_lk LUT[l, k]).
     """
-    probs = masked_probs(alpha, table.mask.to(alpha.device)).to(torch.float64)
+    probs = masked_probs(alpha.to(torch.float64), table.mask.to(alpha.device))
     return table.fixed_ms + (probs * table.ms.to(alpha.device)).sum()
 
 

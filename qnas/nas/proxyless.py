@@ -49,7 +49,7 @@ class ProxylessConfig:
     arch_weight_decay: float = 0.0
     arch_every: int = 5                 # one arch step per this many weight steps
     alpha_init_std: float = 1e-3
-    grad_clip: float | None = 5.0       # on the weights (None: off)
+    grad_clip: float | None = None      # max grad norm of the weights (None: off)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -223,27 +223,36 @@ class ProxylessStrategy:
         expected = expected_latency_ms(self.supernet.alpha, self.table)
         return self.latency_loss(ce, expected), expected
 
+    def arch_gradient(self, images: torch.Tensor, labels: torch.Tensor,
+                      pairs: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The two-path forward and ∂L/∂α (nothing is updated)."""
+        net = self.supernet
+        net.train()
+        net.set_pairs(pairs)
+        try:
+            with _no_weight_grads(net.weight_parameters()):
+                logits = net(images)
+                ce = F.cross_entropy(logits, labels)
+                loss, expected = self.arch_loss(ce)
+                alpha_grad = compute_arch_gradient(net, loss, pairs)
+        finally:
+            net.clear_paths()
+        return alpha_grad, {"ce": ce.item(), "loss": loss.item(),
+                            "expected_ms": None if expected is None else expected.item()}
+
     def arch_step(self, images: torch.Tensor, labels: torch.Tensor, step: int,
                   pairs: torch.Tensor | None = None) -> dict:
         """One Adam step of α from two sampled paths per layer, then the rescale."""
         net = self.supernet
-        net.train()
         pairs = self.sample_pairs(step) if pairs is None else pairs
-        net.set_pairs(pairs)
-        with _no_weight_grads(net.weight_parameters()):
-            logits = net(images)
-            ce = F.cross_entropy(logits, labels)
-            loss, expected = self.arch_loss(ce)
-            alpha_grad = compute_arch_gradient(net, loss, pairs)
-        net.clear_paths()
+        alpha_grad, stats = self.arch_gradient(images, labels, pairs)
         old_alpha = net.alpha.detach().clone()
         self.arch_optimizer.zero_grad(set_to_none=True)
         net.alpha.grad = alpha_grad.to(net.alpha.dtype)
         self.arch_optimizer.step()
         self.arch_optimizer.zero_grad(set_to_none=True)
         rescale_alpha_(net.alpha.data, old_alpha, pairs, net.mask)
-        return {"ce": ce.item(), "loss": loss.item(),
-                "expected_ms": None if expected is None else expected.item()}
+        return stats
 
     # --- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -14,8 +14,10 @@ step).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -384,8 +386,29 @@ def _prepare_out(out: Path, resume: bool) -> Path | None:
     if checkpoint.exists():
         raise QnasError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue "
                         f"it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     return None
+
+
+def training_threads(threads: int | None = None) -> int:
+    """Intra-op threads for training: ``threads``, else all cores but one (at least one) —
+    on a small shared machine two OpenMP threads stall each other whenever one is
+    descheduled (steps 10–50× slower), one thread per free core does not."""
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise QnasError(f"threads must be a positive integer, got {threads!r}")
+        return threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(torch.get_num_threads(), (cores or 1) - 1))
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(training_threads(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _loop(run: _Run, stop_after_epochs: int | None, progress: bool) -> bool:
@@ -417,7 +440,8 @@ def _row_text(row: dict) -> str:
 
 def search(config: SearchConfig, out: str | Path | None = None, resume: bool = False,
            stop_after_epochs: int | None = None, progress: bool = False,
-           echo: Callable[[str], None] | None = None) -> SearchResult:
+           echo: Callable[[str], None] | None = None,
+           threads: int | None = None) -> SearchResult:
     """Run a hardware-aware search and write ``best.json`` into ``out``.
 
     Args:
@@ -427,9 +451,14 @@ def search(config: SearchConfig, out: str | Path | None = None, resume: bool = F
         stop_after_epochs: run at most this many epochs in this call, then return with
             ``finished=False`` (resume later).
         progress: show a tqdm bar; ``echo`` receives one line per epoch and messages.
+        threads: torch intra-op threads while training (default: all cores but one). Results
+            are bit-identical only for the same thread count.
     """
     if config.device is None:
         raise QnasError("a search needs a target device, e.g. --device cortexA76")
+    from ..predictors import get
+
+    get(config.device)                       # an unknown device fails before anything else
     started = time.perf_counter()
     echo = echo or (lambda message: None)
     out = Path(out) if out is not None else default_out(config)
@@ -440,10 +469,12 @@ def search(config: SearchConfig, out: str | Path | None = None, resume: bool = F
         echo(f"resumed from {checkpoint} after epoch {run.epoch}")
     else:
         write_text_atomic(out / "config.json", json.dumps(config.as_dict(), indent=2) + "\n")
-    if not _loop(run, stop_after_epochs, progress):
-        return SearchResult(out, False, pd.DataFrame(run.rows),
-                            seconds=time.perf_counter() - started)
-    derived, best = finish(run)
+    with _threads(threads):
+        done = _loop(run, stop_after_epochs, progress)
+        if not done:
+            return SearchResult(out, False, pd.DataFrame(run.rows),
+                                seconds=time.perf_counter() - started)
+        derived, best = finish(run)
     best_path = write_best(out / BEST, best)
     return SearchResult(out, True, pd.DataFrame(run.rows), best_path, best | {}, derived,
                         run.table, time.perf_counter() - started)
@@ -528,7 +559,8 @@ def predict_everywhere(module, input_shape, skip: str | None = None) -> dict:
 
 def train_supernet(config: SearchConfig, out: str | Path | None = None, resume: bool = False,
                    stop_after_epochs: int | None = None, progress: bool = False,
-                   echo: Callable[[str], None] | None = None) -> Path | None:
+                   echo: Callable[[str], None] | None = None,
+                   threads: int | None = None) -> Path | None:
     """Warm up a supernet (uniform path sampling, weights only) and write ``supernet.pt``;
     returns its path (None when stopped early). ``search(..., supernet=path)`` starts from it."""
     if config.device is not None:
@@ -542,8 +574,9 @@ def train_supernet(config: SearchConfig, out: str | Path | None = None, resume: 
         run.restore(checkpoint)
     else:
         write_text_atomic(out / "config.json", json.dumps(config.as_dict(), indent=2) + "\n")
-    if not _loop(run, stop_after_epochs, progress):
-        return None
+    with _threads(threads):
+        if not _loop(run, stop_after_epochs, progress):
+            return None
     state = {"format": SUPERNET_FORMAT, "format_version": 1, "qnas_version": __version__,
              "space": run.space.name, "space_hash": run.space.hash,
              "num_classes": run.data.num_classes, "epochs": run.epoch,

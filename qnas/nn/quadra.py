@@ -5,9 +5,10 @@ stored as ONE grouped convolution with 3C outputs (groups = C). Output channel `
 that convolution is term ``i`` (0 = A, 1 = B, 2 = C) of channel ``c``:
 ``weight.view(C, 3, k, k)[:, i]`` is filter A, B or C.
 
-How it runs: as that one grouped conv on CUDA, on ``meta`` and in every captured graph
-(tracing, ONNX export, scripting, torch.compile); as three depthwise convs on CPU, where
-oneDNN runs a grouped conv with 3 outputs per group far slower. In training, a hand-written
+How it runs: as three depthwise convs on CPU and for channels_last CUDA input, where the
+libraries run a grouped conv with 3 outputs per group far slower; as that one grouped conv
+otherwise (NCHW on CUDA, ``meta``) and in every captured graph (tracing, ONNX export,
+scripting, torch.compile). In training, a hand-written
 backward keeps only x, A⋆x+a and B⋆x+b (or only x with ``memory_efficient=True``).
 """
 from __future__ import annotations
@@ -37,12 +38,15 @@ def _check_kernel_size(kernel_size: int) -> None:
 def _split_kernels(x: torch.Tensor) -> bool:
     """Run the three depthwise filters as three depthwise convs instead of one grouped conv?
 
-    On CPU, oneDNN's grouped conv with a channel multiplier of 3 is an order of magnitude slower
-    than three plain depthwise convs (forward) and than its own weight gradient (backward), so
-    the CPU path splits. On CUDA and ``meta`` it stays ONE grouped conv, as it does in every
-    captured graph (see ``QuadraConv2d.forward``): the form exporters and predictors see.
+    A grouped conv with 3 outputs per group is slow wherever the library lacks a kernel for
+    it: on CPU (oneDNN, any layout) and on CUDA for channels_last input (cuDNN; measured on an
+    H100: forward 8× slower than three depthwise convs). For contiguous (NCHW) CUDA input the
+    one grouped conv is the faster form, and on ``meta`` and in every captured graph (see
+    ``QuadraConv2d.forward``) it is the form exporters and predictors see.
     """
-    return x.device.type == "cpu"
+    if x.device.type == "cpu":
+        return True
+    return x.device.type == "cuda" and _memory_format(x) == torch.channels_last
 
 
 def _capturing() -> bool:
@@ -82,7 +86,8 @@ class _QuadraConvFunction(torch.autograd.Function):
     are then rerun in the backward pass. The backward forms the 3C-channel gradient
     G = [g⊙(B⋆x+b), g⊙(A⋆x+a), g] and gets the weight and bias gradients of all three filters
     from ONE grouped-conv weight gradient (with ``split``, in channels_last, which oneDNN runs
-    ~3× faster than three separate depthwise weight gradients).
+    ~3× faster than three separate depthwise weight gradients); with ``split`` the input
+    gradient comes from three depthwise convs.
     """
 
     @staticmethod
@@ -101,22 +106,25 @@ class _QuadraConvFunction(torch.autograd.Function):
         a, b = ab or _terms(x, weight, bias, padding, split, count=2)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_b = need_b and bias is not None
-        bias_size = [weight.shape[0]] if bias is not None else None
-        grad_a, grad_b = grad_out * b, grad_out * a     # ∂y/∂(A⋆x) = g⊙(B⋆x+b), and vice versa
+        # G, the gradient of the 3C-channel conv output: ∂y/∂(A⋆x) = g⊙(B⋆x+b), ∂y/∂(B⋆x) =
+        # g⊙(A⋆x+a), ∂y/∂(C⋆x) = g, written straight into its interleaved channels (3c + i)
+        fmt = torch.channels_last if split else _memory_format(x)
+        grad_z = torch.empty((x.shape[0], 3 * channels, *x.shape[2:]), dtype=grad_out.dtype,
+                             device=grad_out.device, memory_format=fmt)
+        terms = grad_z.unflatten(1, (channels, 3)).unbind(2)
+        torch.mul(grad_out, b, out=terms[0])
+        torch.mul(grad_out, a, out=terms[1])
+        terms[2].copy_(grad_out)
         del a, b, ab
         grad_x = grad_w = grad_bias = None
         if split and need_x:
-            for term, grad_term in enumerate((grad_a, grad_b, grad_out)):
+            # three depthwise input gradients: oneDNN's grouped one is far slower
+            for term, grad_term in enumerate((*terms[:2], grad_out)):
                 part = _conv_backward(grad_term, x, _filter(weight, None, term)[0], padding,
                                       channels, None, [True, False, False])[0]
                 grad_x = part if grad_x is None else grad_x.add_(part)
         if need_w or need_b or (need_x and not split):
-            fmt = torch.channels_last if split else _memory_format(x)
-            grad_z = torch.empty((x.shape[0], 3 * channels, *x.shape[2:]), dtype=grad_out.dtype,
-                                 device=grad_out.device, memory_format=fmt)
-            for term, grad_term in enumerate((grad_a, grad_b, grad_out)):
-                grad_z.unflatten(1, (channels, 3))[:, :, term].copy_(grad_term)
-            del grad_a, grad_b
+            bias_size = [weight.shape[0]] if bias is not None else None
             grads = _conv_backward(grad_z, x.contiguous(memory_format=fmt), weight, padding,
                                    channels, bias_size, [need_x and not split, need_w, need_b])
             grad_x = grad_x if split else grads[0]

@@ -1,0 +1,158 @@
+"""``qnas bench supernet``: does a supernet step cost about one child's?
+
+For one architecture sampled from the space, side by side on the same batch:
+
+- child weight step: the plain child network (``Supernet.child``), forward + backward + SGD;
+- supernet weight step: the supernet running that same path (one op per layer);
+- supernet arch step: two paths per layer (the same one active), α gradient, Adam, rescale.
+
+Rounds interleave the three (fair on a shared CPU); the table reports median step times,
+their ratio to the child's (goals: weight ≤ 1.15, arch ≤ 2.3) and the activation bytes saved
+for backward (parameters excluded; goal for the weight step ≤ 1.2× the child's).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHT_GOAL, ARCH_GOAL, MEMORY_GOAL = 1.15, 2.3, 1.2
+
+
+@dataclass
+class SupernetBenchConfig:
+    space: str = "quadranet"
+    batch_size: int = 64
+    resolution: int = 32
+    num_classes: int = 10
+    rounds: int = 10
+    warmup: int = 2
+    seed: int = 0
+    threads: int | None = None
+
+
+def saved_tensor_bytes(fn: Callable[[], object], parameters=()) -> int:
+    """Bytes of the distinct tensors autograd saves for backward while ``fn()`` runs, leaving
+    out ``parameters`` (they are alive anyway)."""
+    skip = {p.untyped_storage().data_ptr() for p in parameters}
+    seen: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        pointer = storage.data_ptr()
+        if pointer not in skip and pointer != 0:
+            seen[pointer] = max(seen.get(pointer, 0), storage.nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
+    return sum(seen.values())
+
+
+def sample_architecture(space, seed: int) -> list[str]:
+    """A uniformly random child of ``space`` (reproducible in ``seed``)."""
+    generator = torch.Generator().manual_seed(seed)
+    ops = []
+    for slot in space.layers:
+        ops.append(slot.ops[int(torch.randint(len(slot.ops), (1,), generator=generator))])
+    return ops
+
+
+def bench_supernet(config: SupernetBenchConfig | None = None) -> pd.DataFrame:
+    """Run the benchmark; one row per step kind."""
+    from ..nas.proxyless import ProxylessStrategy
+    from ..nas.space import load_space
+    from ..nas.supernet import Supernet
+
+    config = config or SupernetBenchConfig()
+    previous_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        space = load_space(config.space)
+        torch.manual_seed(config.seed)
+        supernet = Supernet(space, config.num_classes)
+        strategy = ProxylessStrategy(supernet, seed=config.seed)
+        ops = sample_architecture(space, config.seed)
+        paths = torch.tensor([space.candidates.index(op) for op in ops])
+        generator = torch.Generator().manual_seed(config.seed + 1)
+        others = []
+        for slot, op in zip(space.layers, ops):
+            choices = [o for o in slot.ops if o != op]
+            others.append(space.candidates.index(
+                choices[int(torch.randint(len(choices), (1,), generator=generator))]))
+        pairs = torch.stack([paths, torch.tensor(others)], dim=1)
+        child = supernet.child(ops)
+        child_optimizer = torch.optim.SGD(child.parameters(), lr=0.025, momentum=0.9,
+                                          nesterov=True, weight_decay=4e-5)
+        images = torch.randn(config.batch_size, 3, config.resolution, config.resolution,
+                             generator=torch.Generator().manual_seed(config.seed))
+        labels = torch.randint(0, config.num_classes, (config.batch_size,),
+                               generator=torch.Generator().manual_seed(config.seed))
+
+        def child_step():
+            child.train()
+            loss = F.cross_entropy(child(images), labels)
+            child_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            child_optimizer.step()
+
+        steps = {
+            "child weight step": child_step,
+            "supernet weight step": lambda: strategy.weight_step(images, labels, 0, paths=paths),
+            "supernet arch step": lambda: strategy.arch_step(images, labels, 0, pairs=pairs),
+        }
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for round_ in range(config.warmup + config.rounds):
+            for name, step in steps.items():
+                started = time.perf_counter()
+                step()
+                if round_ >= config.warmup:
+                    times[name].append(time.perf_counter() - started)
+
+        memory = {
+            "child weight step": _forward_saved(lambda: child(images), child),
+            "supernet weight step": _forward_saved(
+                lambda: (supernet.set_paths(paths), supernet(images)), supernet),
+            "supernet arch step": _forward_saved(
+                lambda: (supernet.set_pairs(pairs), supernet(images)), supernet, frozen=True),
+        }
+        supernet.clear_paths()
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    base_ms = statistics.median(times["child weight step"]) * 1e3
+    base_bytes = memory["child weight step"]
+    goals = {"child weight step": None, "supernet weight step": WEIGHT_GOAL,
+             "supernet arch step": ARCH_GOAL}
+    rows = []
+    for name in steps:
+        ms = statistics.median(times[name]) * 1e3
+        rows.append({"step": name, "median_ms": ms, "time_ratio": ms / base_ms,
+                     "time_goal": goals[name], "saved_MiB": memory[name] / 2 ** 20,
+                     "saved_ratio": memory[name] / base_bytes,
+                     "saved_goal": MEMORY_GOAL if name == "supernet weight step" else None})
+    table = pd.DataFrame(rows)
+    table.attrs.update(space=space.name, ops=ops, batch_size=config.batch_size,
+                       resolution=config.resolution, rounds=config.rounds,
+                       threads=config.threads or previous_threads)
+    return table
+
+
+def _forward_saved(forward: Callable[[], object], module: nn.Module, frozen: bool = False) -> int:
+    """Saved bytes of one training-mode forward (``frozen``: weights off the graph, as in the
+    arch step)."""
+    import contextlib
+
+    from ..nas.proxyless import _no_weight_grads
+
+    module.train()
+    context = _no_weight_grads(module.parameters()) if frozen else contextlib.nullcontext()
+    with context:
+        return saved_tensor_bytes(forward, list(module.parameters()))

@@ -1,0 +1,101 @@
+"""Deriving the child under a hard latency constraint: exact, within budget, optimal."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qnas.errors import QnasError
+from qnas.nas.derive import (derive_architecture, derive_brute_force, derive_exact,
+                             derive_greedy, log_probs_of)
+from qnas.nas.latency import hand_table
+
+
+@st.composite
+def instances(draw, max_layers=12, max_ops=7, masked=False):
+    layers = draw(st.integers(1, max_layers))
+    ops = draw(st.integers(2, max_ops))
+    seed = draw(st.integers(0, 2 ** 32 - 1))
+    rng = np.random.default_rng(seed)
+    # a mix of continuous and coarse (tie-prone) latencies, some zero (identity)
+    ms = rng.uniform(0, 20, (layers, ops))
+    if draw(st.booleans()):
+        ms = np.round(ms)
+    ms[:, -1] *= rng.integers(0, 2, layers)
+    mask = np.ones((layers, ops), dtype=bool)
+    if masked:
+        for layer in range(layers):
+            off = rng.permutation(ops)[:rng.integers(0, ops - 1)]
+            mask[layer, off] = False
+    alpha = torch.tensor(rng.normal(0, draw(st.sampled_from([0.01, 1.0, 4.0])), (layers, ops)))
+    table = hand_table(ms, fixed_ms=float(rng.uniform(0, 5)), mask=torch.tensor(mask))
+    fraction = draw(st.floats(0.0, 1.2))
+    target = table.min_ms() + fraction * (table.max_ms() - table.min_ms())
+    return log_probs_of(alpha, table.mask), table, target
+
+
+@settings(max_examples=300, deadline=None)
+@given(instances(masked=True))
+def test_exact_is_within_budget_and_never_worse_than_greedy_repair(instance):
+    log_probs, table, target = instance
+    exact = derive_exact(log_probs, table, target)
+    greedy = derive_greedy(log_probs, table, target)
+    assert exact.latency_ms <= target and greedy.latency_ms <= target
+    assert table.latency_of(exact.choice) == exact.latency_ms
+    assert all(table.mask[layer, k] for layer, k in enumerate(exact.choice))
+    assert exact.log_prob >= greedy.log_prob - 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(instances(max_layers=5, max_ops=4, masked=True))
+def test_exact_is_optimal_against_brute_force(instance):
+    log_probs, table, target = instance
+    exact = derive_exact(log_probs, table, target)
+    brute = derive_brute_force(log_probs, table, target)
+    assert exact.log_prob == pytest.approx(brute.log_prob, abs=1e-9)
+    assert exact.latency_ms <= target
+
+
+def test_exact_beats_greedy_on_a_known_trap():
+    # greedy first takes layer 0's cheap-per-ms swap (saves 1 ms), is still over budget and
+    # then also swaps layer 1; the optimum swaps only layer 1 (saves 5 ms)
+    log_probs = np.log(np.array([[0.505, 0.495], [0.6, 0.4]]))
+    table = hand_table([[10.0, 9.0], [10.0, 5.0]])
+    exact = derive_exact(log_probs, table, 15.0)
+    greedy = derive_greedy(log_probs, table, 15.0)
+    assert exact.choice == [0, 1] and exact.latency_ms == 15.0
+    assert greedy.choice == [1, 1]
+    assert exact.log_prob > greedy.log_prob
+
+
+def test_budget_met_exactly_counts_as_within():
+    table = hand_table([[1.0, 2.0], [1.0, 2.0]], fixed_ms=1.0)
+    log_probs = np.log(np.array([[0.1, 0.9], [0.2, 0.8]]))
+    assert derive_exact(log_probs, table, 5.0).choice == [1, 1]
+    assert derive_exact(log_probs, table, 4.0).choice == [1, 0]
+
+
+def test_argmax_is_returned_when_it_fits():
+    alpha = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0]])
+    table = hand_table([[5.0, 1.0, 0.0], [2.0, 6.0, 1.0]])
+    assert derive_architecture(alpha, table, 100.0).choice == [0, 1]
+
+
+def test_infeasible_budget_names_the_smallest_latency():
+    table = hand_table([[5.0, 1.0], [2.0, 6.0]], fixed_ms=3.0, device="toy")
+    with pytest.raises(QnasError) as err:
+        derive_exact(np.log(np.full((2, 2), 0.5)), table, 5.5)
+    message = str(err.value)
+    assert "6.00 ms" in message and "\n" not in message and "toy" in message
+    with pytest.raises(QnasError, match="6.00 ms"):
+        derive_greedy(np.log(np.full((2, 2), 0.5)), table, 5.5)
+
+
+def test_exact_is_fast_on_a_search_sized_instance():
+    rng = np.random.default_rng(1)
+    table = hand_table(rng.uniform(0, 20, (60, 7)), fixed_ms=5.0)
+    log_probs = log_probs_of(torch.tensor(rng.normal(0, 1, (60, 7))), table.mask)
+    target = (table.min_ms() + table.max_ms()) / 2
+    result = derive_exact(log_probs, table, target)
+    assert result.latency_ms <= target
+    assert result.log_prob >= derive_greedy(log_probs, table, target).log_prob

@@ -1,0 +1,193 @@
+"""The search end to end on a tiny space: resume equivalence, best.json, the CLI's errors."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from qnas.cli import main
+from qnas.errors import QnasError
+from qnas.nas.best import SCHEMA_VERSION, load_best
+from qnas.nas.proxyless import ProxylessConfig
+from qnas.nas import load_space
+from qnas.nas.search import SearchConfig, load_supernet_weights, search, train_supernet
+from qnas.nas.supernet import Supernet
+
+TINY = {"name": "tinytest", "width": 8, "depths": [1, 1, 1, 1],
+        "candidates": ["k3e2", "k5e2", "identity"], "input_shape": [1, 3, 224, 224]}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(single_thread):
+    yield
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    space = root / "tiny.yaml"
+    space.write_text(yaml.safe_dump(TINY))
+    return root, space
+
+
+def tiny_config(space, **changes):
+    settings = dict(device="cortexA76", latency="1.2ms", space=str(space), data="synthetic",
+                    epochs=3, warmup_epochs=1, batch_size=32, loss="add-linear", seed=5,
+                    optim=ProxylessConfig(arch_lr=0.05, arch_every=2),
+                    lut_cache_dir=None)
+    settings.update(changes)
+    return SearchConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def full_run(workspace):
+    root, space = workspace
+    config = tiny_config(space, lut_cache_dir=str(root / "lut"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # as every test here: same machine, same threads
+    try:
+        return search(config, out=root / "full")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_search_writes_best_json_within_budget(full_run):
+    assert full_run.finished
+    best = json.loads(full_run.best_path.read_text())
+    assert best["schema_version"] == SCHEMA_VERSION
+    assert best["device"] == "cortexA76" and best["input_shape"] == [1, 3, 224, 224]
+    assert best["predicted_latency_ms"] <= best["target_latency_ms"] == 1.2
+    assert best["lut_latency_ms"] <= 1.2 and best["within_budget"]
+    assert best["predictor"]["source"] == "profile" and best["predictor"]["known_error"]
+    assert {"myriadvpu", "a100", "host-cpu"} <= set(best["other_devices"])
+    assert "cortexA76" not in best["other_devices"]
+    assert all("latency_ms" in v for v in best["other_devices"].values())
+    assert 0 <= best["val_top1"] <= 100
+    assert len(best["ops"]) == 4 and best["seed"] == 5
+    assert (full_run.out / best["supernet_checkpoint"]).exists()
+    # one log row per epoch with the quantities the issue asks for
+    log = full_run.log
+    assert list(log["epoch"]) == [1, 2, 3, 4]
+    for column in ("train_loss", "arch_loss", "val_top1_argmax", "expected_ms", "entropy",
+                   "argmax_ms"):
+        assert column in log.columns
+    assert (full_run.out / "search_log.csv").exists()
+
+
+def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(workspace, full_run):
+    root, space = workspace
+    config = tiny_config(space, lut_cache_dir=str(root / "lut"))
+    out = root / "interrupted"
+    first = search(config, out=out, stop_after_epochs=2)
+    assert not first.finished and len(first.log) == 2 and not (out / "best.json").exists()
+    resumed = search(config, out=out, resume=True)
+    assert resumed.finished
+    assert resumed.best["ops"] == full_run.best["ops"]
+    assert resumed.best["val_top1"] == full_run.best["val_top1"]
+    a = torch.load(full_run.out / "checkpoint.pt", weights_only=False)
+    b = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert torch.equal(a["supernet"]["alpha"], b["supernet"]["alpha"])
+    for name, tensor in a["supernet"].items():
+        assert torch.equal(tensor, b["supernet"][name]), name
+    drop = ["seconds"]
+    assert full_run.log.drop(columns=drop).equals(resumed.log.drop(columns=drop))
+
+
+def test_alpha_moves_and_expected_latency_falls_toward_a_tight_budget(full_run):
+    log = full_run.log
+    search_rows = log[log["phase"] == "search"]
+    assert search_rows["entropy"].iloc[-1] < log["entropy"].iloc[0]
+    assert search_rows["expected_ms"].iloc[-1] < log["expected_ms"].iloc[0]
+
+
+def test_resume_and_out_folder_rules(workspace, full_run):
+    root, space = workspace
+    config = tiny_config(space, lut_cache_dir=str(root / "lut"))
+    with pytest.raises(QnasError, match="already holds a run"):
+        search(config, out=full_run.out)
+    with pytest.raises(QnasError, match="nothing to resume"):
+        search(config, out=root / "empty", resume=True)
+    other = tiny_config(space, lut_cache_dir=str(root / "lut"), seed=6)
+    with pytest.raises(QnasError, match="other settings .*seed"):
+        search(other, out=full_run.out, resume=True)
+
+
+def test_load_best_accepts_its_own_and_refuses_the_rest(workspace, full_run, tmp_path):
+    root, space = workspace
+    best = load_best(full_run.best_path)
+    assert best.ops == full_run.best["ops"] and best.space.name == "tinytest"
+    assert best.supernet_checkpoint.exists()
+    assert best.predicted_latency_ms <= best.target_latency_ms
+    child = best.build_child(num_classes=3)
+    assert child(torch.zeros(1, 3, 32, 32)).shape == (1, 3)
+
+    raw = json.loads(full_run.best_path.read_text())
+    cases = {
+        "corrupt": (full_run.best_path.read_text()[:-40], "corrupt"),
+        "newer": (json.dumps({**raw, "schema_version": SCHEMA_VERSION + 1}), "newer"),
+        "missing": (json.dumps({k: v for k, v in raw.items() if k != "ops"}), "'ops'"),
+        "foreign": (json.dumps({"hello": 1}), "not a qnas best.json"),
+        "bad-op": (json.dumps({**raw, "ops": ["k9e9"] * 4}), "not a candidate"),
+    }
+    for name, (text, match) in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(text)
+        with pytest.raises(QnasError, match=match) as err:
+            load_best(path)
+        assert "\n" not in str(err.value), name
+    # another space: given explicitly, or the recorded space's YAML has changed since
+    with pytest.raises(QnasError, match="made for space 'tinytest'"):
+        load_best(full_run.best_path, space="quadranet")
+    changed = tmp_path / "tiny.yaml"
+    changed.write_text(yaml.safe_dump({**TINY, "width": 16}))
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps({**raw, "space": {**raw["space"], "source": str(changed)}}))
+    with pytest.raises(QnasError, match="hash"):
+        load_best(moved)
+
+
+def test_train_supernet_then_search_from_it(workspace):
+    root, space = workspace
+    config = tiny_config(space, lut_cache_dir=str(root / "lut"), device=None, latency=None,
+                         warmup_epochs=1)
+    path = train_supernet(config, out=root / "warm")
+    assert path.name == "supernet.pt" and path.exists()
+    warm = torch.load(path, weights_only=False)["supernet"]
+    result = search(tiny_config(space, lut_cache_dir=str(root / "lut"), supernet=str(path),
+                                epochs=1, warmup_epochs=None), out=root / "from-warm")
+    assert result.finished and list(result.log["phase"]) == ["search"]
+    assert result.best["search"]["warmup_epochs"] == 0
+    # --supernet loads the warmed weights (α stays fresh)
+    fresh = Supernet(load_space(space), num_classes=4)
+    alpha = fresh.alpha.detach().clone()
+    load_supernet_weights(fresh, path)
+    for name, tensor in warm.items():
+        expected = alpha if name == "alpha" else tensor
+        assert torch.equal(fresh.state_dict()[name], expected), name
+    other = root / "other.yaml"
+    other.write_text(yaml.safe_dump({**TINY, "name": "other", "width": 16}))
+    with pytest.raises(QnasError, match="trained for space 'tinytest'"):
+        search(tiny_config(other, lut_cache_dir=str(root / "lut"), supernet=str(path)),
+               out=root / "wrong")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--latency", "300xs"], "300ms, 0.3s or 300000us"),
+    (["--latency", "-5ms"], "300ms, 0.3s or 300000us"),
+    (["--device", "pixel9"], "known devices: cortexA76"),
+    (["--latency", "0.01ms"], "smallest architecture"),
+])
+def test_cli_refuses_bad_input_in_one_line(argv, needle, workspace, capsys, tmp_path):
+    root, space = workspace
+    args = {"--device": "cortexA76", "--latency": "1.2ms"}
+    args.update(dict(zip(argv[::2], argv[1::2])))
+    command = ["search", "--space", str(space), "--data", "synthetic", "--loss", "hinge",
+               "--out", str(tmp_path / "run"), "--quiet"]
+    for key, value in args.items():
+        command += [key, value]
+    with pytest.raises(SystemExit) as exit_:
+        main(command)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qnas: error:") and needle in err and "\n" not in err
+    assert "Traceback" not in err
