@@ -42,8 +42,8 @@ def _devices_from_option(device: str) -> list[str]:
               help="qnas/timm model (quadranet_t) or torchvision constructor (resnet18).")
 @click.option("--device", default="all", show_default=True,
               help="A device from 'qnas devices', several separated by commas, or 'all'.")
-@click.option("--input", "input_shape", default="1x3x224x224", show_default=True,
-              help="Input shape N×C×H×W.")
+@click.option("--input", "input_shape", default=None,
+              help="Input shape N×C×H×W  [default: 1x3x224x224, or the best.json's shape]")
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=0),
               help="Show the N most expensive kernels per device (0: none).")
 @click.option("--num-classes", default=1000, show_default=True, type=click.IntRange(min=1))
@@ -61,7 +61,11 @@ def latency_command(model_spec: str | None, model_option: str | None, device: st
     if not spec:
         raise QnasError("name a model, e.g. 'qnas latency --model quadranet_t' or "
                         "'qnas latency resnet18 --device cortexA76'")
-    shape = parse_input_shape(input_shape)
+    if input_shape is None and spec.endswith(".json"):
+        from ..nas.best import load_best
+
+        input_shape = load_best(spec).input_shape
+    shape = parse_input_shape(input_shape or "1x3x224x224")
     devices = _devices_from_option(device)
     explicit = device.strip().lower() != "all"
     # analytic backends only need shapes (meta device); a measured one needs real weights

@@ -205,8 +205,9 @@ def model_from_spec(spec: str, num_classes: int = 1000, meta: bool = False) -> n
     """
     spec = str(spec).strip()
     if spec.endswith(".json"):
-        raise QnasError("best.json support arrives with qnas search; for now pass a model name "
-                        "such as quadranet_t or resnet18")
+        from ..nas.best import load_best
+
+        return load_best(spec).build_child(num_classes=num_classes)
     import warnings
 
     import timm
