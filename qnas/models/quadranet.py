@@ -5,8 +5,15 @@ LayerNorm + 2×2 conv stride 2. Head: global average pool, LayerNorm, Linear.
 
 Any block kind and any per-layer (kernel, expansion) list can be built, because NAS children
 are QuadraNets with mixed layers: pass ``layers=[[op, ...] per stage]`` where an op is a string
-like ``"k5e2"`` (QuadraBlock, kernel 5, expansion 2), ``"identity"``, or a dict
-``{"kind": "hor", "order": 3, ...}`` for :func:`qnas.nn.build_block`.
+like ``"k5e2"`` (QuadraBlock, kernel 5, expansion 2), ``"k5e2kw"`` (the same with
+KernelWarehouse PW1/PW2), ``"identity"``, or a dict ``{"kind": "hor", "order": 3, ...}`` for
+:func:`qnas.nn.build_block`.
+
+KernelWarehouse layers (``…kw`` ops, kind ``quadra-kw``) share one warehouse per stage: the
+network owns a :class:`qnas.nn.KWManager` at ``self.kw`` (warehouses at
+``kw.warehouses.stage<s>``), sized ``ceil(kw_ratio · cells of the stage's KW layers)`` unless
+``kw_plan`` fixes a stage's size (a search space does: for the stage's maximal architecture, so
+that a child's warehouses match its supernet's).
 """
 from __future__ import annotations
 
@@ -20,17 +27,21 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 
 from ..errors import QnasError
-from ..nn.blocks import LN_EPS, build_block
+from ..nn.blocks import LN_EPS, build_block, is_kw_kind
+from ..nn.kernelwarehouse import KWManager, KWPlan
 
-_OP_PATTERN = re.compile(r"^(?:(quadra|conv|hor|swin|skip)[-_]?)?k(\d+)e(\d+(?:\.\d+)?)$")
+_OP_PATTERN = re.compile(
+    r"^(?:(quadra|conv|hor|swin|skip)[-_]?)?k(\d+)e(\d+(?:\.\d+)?)([-_]?kw)?$")
 
 # Hor's gnConv order grows by stage in HorNet (2, 3, 4, 5).
 HOR_ORDERS = (2, 3, 4, 5)
 
 
 def parse_op(op: str | dict) -> tuple[str, dict]:
-    """Turn a layer op (``"k7e4"``, ``"conv-k7e4"``, ``"identity"``, ``{"kind": ...}``) into
-    ``(kind, kwargs)`` for :func:`qnas.nn.build_block`."""
+    """Turn a layer op (``"k7e4"``, ``"k7e4kw"``, ``"conv-k7e4"``, ``"identity"``,
+    ``{"kind": ...}``) into ``(kind, kwargs)`` for :func:`qnas.nn.build_block`.
+
+    A ``kw`` suffix gives kind ``quadra-kw`` (QuadraBlock with KernelWarehouse PW1/PW2)."""
     if isinstance(op, dict):
         kwargs = dict(op)
         kind = kwargs.pop("kind", "quadra")
@@ -38,13 +49,18 @@ def parse_op(op: str | dict) -> tuple[str, dict]:
     text = str(op).strip().lower()
     if text in ("identity", "none", "zero"):
         return "identity", {}
-    if text in ("quadra", "conv", "hor", "swin", "skip"):
+    if text in ("quadra", "conv", "hor", "swin", "skip", "quadra-kw"):
         return text, {}
     match = _OP_PATTERN.match(text)
     if not match:
-        raise ValueError(f"unknown layer op {op!r}; use e.g. 'k7e4', 'conv-k7e4', 'identity' "
-                         f"or a dict with 'kind'")
+        raise ValueError(f"unknown layer op {op!r}; use e.g. 'k7e4', 'k7e4kw', 'conv-k7e4', "
+                         f"'identity' or a dict with 'kind'")
     kind, kernel, expansion = match.group(1) or "quadra", int(match.group(2)), float(match.group(3))
+    if match.group(4):
+        if kind != "quadra":
+            raise ValueError(f"layer op {op!r}: KernelWarehouse ('kw') variants exist only for "
+                             f"QuadraBlock, e.g. 'k7e4kw'")
+        kind = "quadra-kw"
     kwargs: dict[str, Any] = {"expansion": int(expansion) if expansion.is_integer() else expansion}
     if kind == "skip":
         return kind, kwargs
@@ -66,6 +82,9 @@ class QuadraNet(nn.Module):
         layers: per stage, a list of ops (see module doc); identity layers stay as nn.Identity.
         drop_path_rate: stochastic depth, linear over all layers.
         layer_scale_init: γ init of every block (1e-6 in the paper's from-scratch training).
+        kw_ratio: KernelWarehouse cells per cell of a stage's KW layers (``…kw`` ops).
+        kw_plan: per stage index, a :class:`qnas.nn.KWPlan` fixing that stage's warehouse
+            (cell shape, size) instead of sizing it by the stage's own KW layers.
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, width: int = 64,
@@ -74,7 +93,8 @@ class QuadraNet(nn.Module):
                  layers: Sequence[Sequence[str | dict]] | None = None,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  layer_scale_init: float | None = 1e-6, head_init_scale: float = 1.0,
-                 memory_efficient: bool = False, global_pool: str = "avg"):
+                 memory_efficient: bool = False, global_pool: str = "avg",
+                 kw_ratio: float = 0.5, kw_plan: dict[int, KWPlan] | None = None):
         super().__init__()
         if not isinstance(width, int) or width <= 0:
             raise ValueError(f"width must be a positive integer, got {width!r}")
@@ -101,6 +121,12 @@ class QuadraNet(nn.Module):
             for i in range(3))
         total = sum(len(stage) for stage in self.layer_ops)
         rates = torch.linspace(0, drop_path_rate, max(total, 1)).tolist()
+        # KernelWarehouse: one warehouse per stage, shared by the stage's kw blocks
+        uses_kw = any(is_kw_kind(parse_op(op)[0]) for ops in self.layer_ops for op in ops)
+        self.kw = KWManager(ratio=kw_ratio) if uses_kw else None
+        if self.kw is not None:
+            for stage_index, plan in (kw_plan or {}).items():
+                self.kw.plan(f"stage{stage_index}", plan)
         self.stages = nn.ModuleList()
         index = 0
         for stage_index, ops in enumerate(self.layer_ops):
@@ -112,11 +138,15 @@ class QuadraNet(nn.Module):
                     kwargs.setdefault("layer_scale_init", layer_scale_init)
                     if kind == "hor":
                         kwargs.setdefault("order", HOR_ORDERS[stage_index])
-                    if kind == "quadra" and memory_efficient:
+                    if (kind == "quadra" or is_kw_kind(kind)) and memory_efficient:
                         kwargs.setdefault("memory_efficient", True)
+                    if is_kw_kind(kind):
+                        kwargs.update(kw=self.kw, kw_group=f"stage{stage_index}")
                 blocks.append(build_block(kind, self.dims[stage_index], **kwargs))
                 index += 1
             self.stages.append(nn.Sequential(*blocks))
+        if self.kw is not None:
+            self.kw.allocate()
         self.head = nn.Module()
         self.head.norm = LayerNorm(self.dims[-1], eps=LN_EPS)
         self.head.drop = nn.Dropout(drop_rate)

@@ -7,6 +7,8 @@ Every block maps N×C×H×W to N×C×H×W and is pre-norm with two residual bran
 
 Only the spatial mixer differs: QuadraConv (QuadraBlock), a plain depthwise conv (ConvBlock),
 HorNet's gnConv (HorBlock), 7×7 window self-attention (SwinBlock), or nothing (SkipBlock).
+QuadraBlockKW is a QuadraBlock whose PW1/PW2 are KernelWarehouse convolutions
+(:mod:`qnas.nn.kernelwarehouse`).
 PW1/PW2 are 1×1 convolutions (the same maths as Linear on channels-last) so that every
 exporter and latency predictor sees them as the convolutions they are.
 """
@@ -18,6 +20,7 @@ from timm.layers import DropPath, LayerNorm2d, LayerScale2d, trunc_normal_
 from torch import nn
 
 from .quadra import QuadraConv2d, _check_kernel_size, _check_positive
+from .kernelwarehouse import KWConv2d, KWManager, KWPlan
 
 LN_EPS = 1e-6
 
@@ -41,7 +44,8 @@ class MetaBlock(nn.Module):
     """The shared block skeleton; subclasses only choose the spatial mixer."""
 
     def __init__(self, dim: int, spatial: nn.Module | None, expansion: float = 4,
-                 drop_path: float = 0.0, layer_scale_init: float | None = 1e-6):
+                 drop_path: float = 0.0, layer_scale_init: float | None = 1e-6,
+                 mlp: nn.Module | None = None):
         super().__init__()
         _check_positive("dim", dim)
         if not expansion or expansion <= 0:
@@ -55,7 +59,7 @@ class MetaBlock(nn.Module):
         else:
             self.norm1 = self.spatial = self.gamma1 = None
         self.norm2 = LayerNorm2d(dim, eps=LN_EPS)
-        self.mlp = ChannelMlp(dim, expansion)
+        self.mlp = ChannelMlp(dim, expansion) if mlp is None else mlp
         self.gamma2 = _layer_scale(dim, layer_scale_init)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -77,12 +81,66 @@ class QuadraBlock(MetaBlock):
 
     def __init__(self, dim: int, kernel_size: int = 7, expansion: float = 4,
                  drop_path: float = 0.0, layer_scale_init: float | None = 1e-6,
-                 memory_efficient: bool = False):
+                 memory_efficient: bool = False, mlp: nn.Module | None = None):
         _check_positive("dim", dim)
         _check_kernel_size(kernel_size)
         super().__init__(dim, QuadraConv2d(dim, kernel_size, memory_efficient=memory_efficient),
-                         expansion, drop_path, layer_scale_init)
+                         expansion, drop_path, layer_scale_init, mlp)
         self.kernel_size = kernel_size
+
+
+class KWChannelMlp(nn.Module):
+    """PW1 (C→eC) → GELU → PW2 (eC→C) as KernelWarehouse 1×1 convolutions of one group."""
+
+    def __init__(self, dim: int, expansion: float, kw: KWManager, group: str):
+        super().__init__()
+        hidden = int(round(dim * expansion))
+        _check_positive("hidden channels (dim × expansion)", hidden)
+        self.pw1 = KWConv2d(dim, hidden, 1, kw=kw, group=group)
+        self.act = nn.GELU()
+        self.pw2 = KWConv2d(hidden, dim, 1, kw=kw, group=group)
+
+    def forward(self, x):
+        return self.pw2(self.act(self.pw1(x)))
+
+
+class QuadraBlockKW(QuadraBlock):
+    """QuadraBlock whose channel MLP (PW1, PW2) are KernelWarehouse convolutions.
+
+    The QuadraConv spatial mixer stays static. ``kw`` is the network's :class:`KWManager` and
+    ``kw_group`` the sharing group (QuadraNet: ``"stage<s>"``); the block runs once
+    ``kw.allocate()`` has been called. Without ``kw`` the block makes a private manager
+    (``ratio=kw_ratio``, sized by ``kw_plan`` if given, else by its own two convolutions),
+    allocates it at once and registers it as ``self.kw`` — a self-contained block, e.g. for a
+    latency table, whose warehouse has the size ``kw_plan`` says the network's has.
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 7, expansion: float = 4,
+                 drop_path: float = 0.0, layer_scale_init: float | None = 1e-6,
+                 memory_efficient: bool = False, kw: KWManager | None = None,
+                 kw_group: str = "block", kw_ratio: float = 0.5, kw_plan: KWPlan | None = None):
+        _check_positive("dim", dim)
+        private = kw is None
+        if private:
+            kw = KWManager(ratio=kw_ratio)
+            if kw_plan is not None:
+                kw.plan(kw_group, kw_plan)
+        elif kw_plan is not None:
+            raise ValueError("kw_plan sizes a private warehouse; plan a shared one on its "
+                             "KWManager")
+        mlp = KWChannelMlp(dim, expansion, kw, kw_group)
+        super().__init__(dim, kernel_size, expansion, drop_path, layer_scale_init,
+                         memory_efficient, mlp)
+        self.kw_group = kw_group
+        if private:
+            kw.allocate()
+            self.kw = kw
+
+    @staticmethod
+    def kw_conv_shapes(dim: int, expansion: float) -> list[tuple[int, int, int, int]]:
+        """The (out, in, kh, kw) kernels of its KW convolutions: PW1 and PW2."""
+        hidden = int(round(dim * expansion))
+        return [(hidden, dim, 1, 1), (dim, hidden, 1, 1)]
 
 
 class ConvBlock(MetaBlock):
@@ -213,6 +271,7 @@ class SkipBlock(MetaBlock):
 
 BLOCKS: dict[str, type[MetaBlock]] = {
     "quadra": QuadraBlock,
+    "quadra-kw": QuadraBlockKW,
     "conv": ConvBlock,
     "hor": HorBlock,
     "swin": SwinBlock,
@@ -224,13 +283,24 @@ from .mbconv import MBConv  # noqa: E402  (ProxylessNAS's block, for the MBConv 
 BLOCKS["mbconv"] = MBConv
 
 
+_ALIASES = {"quadra_kw": "quadra-kw", "quadrakw": "quadra-kw", "kw": "quadra-kw"}
+
+
+def is_kw_kind(kind: str) -> bool:
+    """Is ``kind`` the KernelWarehouse QuadraBlock (``quadra-kw``)?"""
+    key = str(kind).lower().removesuffix("block")
+    return _ALIASES.get(key, key) == "quadra-kw"
+
+
 def build_block(kind: str, dim: int, **kwargs) -> nn.Module:
-    """Build a block by kind: ``quadra``, ``conv``, ``hor``, ``swin``, ``skip`` (or ``identity``).
+    """Build a block by kind: ``quadra``, ``quadra-kw`` (QuadraBlock with KernelWarehouse
+    PW1/PW2), ``conv``, ``hor``, ``swin``, ``skip`` (or ``identity``).
 
     Extra keyword arguments go to the block (e.g. ``kernel_size``, ``expansion``, ``order``);
     ones a block kind does not take (``kernel_size`` for ``skip``) are refused with a message.
     """
     key = str(kind).lower().removesuffix("block")
+    key = _ALIASES.get(key, key)
     if key == "identity":
         return nn.Identity()
     if key not in BLOCKS:

@@ -11,6 +11,12 @@ Every kernel carries FLOPs (a multiply-add counts 2, the same formulas as
 ``torch.utils.flop_counter`` for conv/linear/matmul) and bytes moved (float32 read + write).
 Pure views (view, permute, transpose, expand, split, …) move no bytes and are not kernels; every
 op that does touch memory is one, so nothing is silently costed at zero.
+
+A KernelWarehouse layer (``KWConv2d``) decomposes into its attention branch (pool, fc, BN,
+ReLU, the normalisation arithmetic), the kernel assembly (``….assemble``: attention × warehouse,
+a matrix product with a weight, hence ``linear``) and its per-sample convolution, which runs as
+one grouped conv with groups = batch and is typed as the dense conv/pwconv each sample gets
+(``params["dynamic"]``, ``params["batch"]``).
 """
 from __future__ import annotations
 
@@ -151,13 +157,22 @@ def _stored_elements(tensor: torch.Tensor) -> int:
     return math.prod(size for size, stride in zip(tensor.shape, tensor.stride()) if stride != 0)
 
 
-def _conv_kernel(args, out: torch.Tensor) -> tuple[str, float, dict]:
+# Modules that run a per-sample (dynamic) kernel as ONE grouped convolution with groups = batch
+# (KernelWarehouse's KWConv2d): their convolution is typed as the per-sample conv it is.
+_DYNAMIC_CONV_MODULES = {"KWConv2d"}
+
+
+def _conv_kernel(args, out: torch.Tensor, dynamic: bool = False) -> tuple[str, float, dict]:
     x, weight = args[0], args[1]
     stride = list(args[3]) if len(args) > 3 else [1]
     transposed = bool(args[6]) if len(args) > 6 else False
     groups = int(args[8]) if len(args) > 8 else 1
     kernel_size = tuple(weight.shape[2:])
     cin, cout = int(x.shape[1]), int(out.shape[1])
+    batch = 1
+    if dynamic and groups > 1 and cin % groups == 0 and cout % groups == 0:
+        # x is 1×(B·C)×H×W with one group per sample: B per-sample dense convs (same FLOPs)
+        batch, cin, cout, groups = groups, cin // groups, cout // groups, 1
     # the formula of torch.utils.flop_counter.conv_flop_count (bias not counted)
     conv_shape = (x.shape if transposed else out.shape)[2:]
     flops = 2.0 * x.shape[0] * math.prod(weight.shape) * math.prod(conv_shape)
@@ -174,6 +189,8 @@ def _conv_kernel(args, out: torch.Tensor) -> tuple[str, float, dict]:
               "groups": groups, "transposed": transposed, "has_bias": args[2] is not None,
               "hw_in": tuple(x.shape[2:]), "hw_out": tuple(out.shape[2:]),
               "channel_multiplier": cout // cin if kind == "dwconv" else 1}
+    if dynamic:
+        params.update(dynamic=True, batch=batch)
     return kind, flops, params
 
 
@@ -241,7 +258,8 @@ class _KernelRecorder(TorchDispatchMode):
                   "input_shape": tuple(inputs[0].shape) if inputs else (),
                   "output_shape": tuple(out.shape)}
         if name in ("convolution", "_convolution", "convolution_overrideable"):
-            kind, flops, extra = _conv_kernel(args, out)
+            kind, flops, extra = _conv_kernel(
+                args, out, dynamic=self._module_types[-1] in _DYNAMIC_CONV_MODULES)
             params.update(extra)
         elif name in ("addmm", "mm", "bmm", "baddbmm") or name.startswith("_scaled_dot_product") \
                 or name == "scaled_dot_product_attention":

@@ -533,6 +533,9 @@ def _tokens(op: str) -> set[str]:
 
 def _covering_tokens(kernel: Kernel, batch: int) -> set[str]:
     """The nn-Meter kernel tokens that would cost this qnas kernel (empty: none can)."""
+    if kernel.params.get("dynamic"):
+        # a KernelWarehouse (per-sample) conv exports as MatMul, which nn-Meter skips
+        return set()
     if kernel.op == "linear":
         # a Linear on more than one token per image exports as MatMul, which nn-Meter skips
         return {"fc"} if int(kernel.params.get("m", batch)) <= batch else set()
