@@ -12,3 +12,13 @@ class QnasError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class Interrupted(QnasError):
+    """A run stopped on SIGINT/SIGTERM after saving a checkpoint; the message says how to resume.
+    Exit code 128 + the signal number, as a shell reports a signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)

@@ -17,3 +17,33 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# A tiny search space and a finished tiny search, shared by the tests of everything that starts
+# from a best.json (export, retrain, latency --measure, reports). Built once per session.
+TINY_SPACE = {"name": "tinytest", "width": 8, "depths": [1, 1, 1, 1],
+              "candidates": ["k3e2", "k5e2", "identity"], "input_shape": [1, 3, 224, 224]}
+
+
+@pytest.fixture(scope="session")
+def tiny_search(tmp_path_factory):
+    """A finished search on the tiny space (synthetic data, 4 classes): returns the
+    :class:`qnas.nas.search.SearchResult`; ``result.best_path`` is its best.json."""
+    import yaml
+
+    from qnas.nas.proxyless import ProxylessConfig
+    from qnas.nas.search import SearchConfig, search
+
+    root = tmp_path_factory.mktemp("tiny-search")
+    space = root / "tiny.yaml"
+    space.write_text(yaml.safe_dump(TINY_SPACE))
+    config = SearchConfig(device="cortexA76", latency="1.2ms", space=str(space), data="synthetic",
+                          epochs=2, warmup_epochs=1, batch_size=32, loss="hinge", seed=3,
+                          optim=ProxylessConfig(arch_lr=0.05, arch_every=2),
+                          lut_cache_dir=str(root / "lut"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return search(config, out=root / "run")
+    finally:
+        torch.set_num_threads(before)

@@ -8,6 +8,7 @@ import yaml
 from qnas.cli import main
 from qnas.errors import QnasError
 from qnas.nas.best import SCHEMA_VERSION, load_best
+from qnas.nas.checkpoints import CheckpointStore
 from qnas.nas.proxyless import ProxylessConfig
 from qnas.nas import load_space
 from qnas.nas.search import SearchConfig, load_supernet_weights, search, train_supernet
@@ -84,8 +85,8 @@ def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(workspace, f
     assert resumed.finished
     assert resumed.best["ops"] == full_run.best["ops"]
     assert resumed.best["val_top1"] == full_run.best["val_top1"]
-    a = torch.load(full_run.out / "checkpoint.pt", weights_only=False)
-    b = torch.load(out / "checkpoint.pt", weights_only=False)
+    a = torch.load(CheckpointStore(full_run.out).paths()[0], weights_only=False)
+    b = torch.load(CheckpointStore(out).paths()[0], weights_only=False)
     assert torch.equal(a["supernet"]["alpha"], b["supernet"]["alpha"])
     for name, tensor in a["supernet"].items():
         assert torch.equal(tensor, b["supernet"][name]), name

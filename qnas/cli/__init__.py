@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     except (QnasError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         if debug:
             raise
-        _fail(" ".join(str(err).split()) or type(err).__name__, 2)
+        _fail(" ".join(str(err).split()) or type(err).__name__, getattr(err, "exit_code", 2))
     except Exception as err:  # noqa: BLE001 -- a bug: still one line, the traceback on --debug
         if debug:
             raise

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import click
 
+from ..nas import search as defaults
+from ..nas.distributed import is_main
+from ..nas.proxyless import ProxylessConfig
 from . import cli
 from .bench import bench
 
@@ -17,10 +20,15 @@ def _common_options(function):
                      help="Training resolution (latency is always predicted at the space's "
                           "deployment input shape)."),
         click.option("--batch-size", default=None, type=int,
-                     help="Batch size of weight and arch steps  [default: 64]"),
+                     help=f"Batch size of weight and arch steps  "
+                          f"[default: {defaults.DEFAULT_BATCH_SIZE}]"),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--weight-lr", default=None, type=float,
-                     help="SGD-Nesterov learning rate (cosine)  [default: 0.025]"),
+                     help=f"SGD-Nesterov learning rate (cosine)  "
+                          f"[default: {ProxylessConfig.weight_lr}]"),
+        click.option("--layer-scale-init", default=defaults.SUPERNET_LAYER_SCALE_INIT,
+                     show_default=True, type=float,
+                     help="γ (layer scale) init of the supernet's QuadraBlocks."),
         click.option("--out", default=None, type=click.Path(file_okay=False),
                      help="Run folder  [default: runs/<space>-<device>-<budget>-s<seed>]"),
         click.option("--resume", is_flag=True, help="Continue the run in --out from its "
@@ -38,9 +46,7 @@ def _common_options(function):
 
 
 def _optim(weight_lr=None, arch_lr=None, arch_every=None):
-    from ..nas.proxyless import ProxylessConfig
-
-    optim = ProxylessConfig()
+    optim = defaults.default_optim()
     if weight_lr is not None:
         optim.weight_lr = weight_lr
     if arch_lr is not None:
@@ -52,28 +58,30 @@ def _optim(weight_lr=None, arch_lr=None, arch_every=None):
 
 @cli.command("search")
 @click.option("--device", required=True,
-              help="Target device (see 'qnas predictor devices'), e.g. cortexA76.")
+              help="Target device (see 'qnas devices'), e.g. cortexA76.")
 @click.option("--latency", required=True, help="Latency budget: 300ms, 0.3s or 300000us.")
 @_common_options
 @click.option("--supernet", default=None, type=click.Path(dir_okay=False),
               help="Start from a warmed-up supernet (qnas train-supernet); skips the warm-up.")
-@click.option("--epochs", default=None, type=int, help="Search epochs after the warm-up.  "
-                                                       "[default: 10]")
+@click.option("--epochs", default=None, type=int, help=f"Search epochs after the warm-up.  "
+                                                       f"[default: {defaults.DEFAULT_EPOCHS}]")
 @click.option("--warmup-epochs", default=None, type=int,
-              help="Warm-up epochs (uniform paths, weights only)  [default: 6; 0 with "
+              help=f"Warm-up epochs (uniform paths, weights only)  [default: "
+                   f"{defaults.DEFAULT_WARMUP_EPOCHS}; 0 with "
                    "--supernet]")
 @click.option("--loss", default=None, type=click.Choice(["add-linear", "mul-log", "hinge"]),
-              help="How CE and E[LAT] combine  [default: mul-log]")
+              help=f"How CE and E[LAT] combine  [default: {defaults.DEFAULT_LOSS}]")
 @click.option("--lam", default=0.1, show_default=True, type=float,
               help="λ of add-linear and hinge.")
 @click.option("--beta", default=0.6, show_default=True, type=float, help="β of mul-log.")
-@click.option("--arch-lr", default=None, type=float, help="Adam learning rate of α.  "
-                                                          "[default: 1e-3]")
+@click.option("--arch-lr", default=None, type=float, help=f"Adam learning rate of α (ProxylessNAS: 1e-3).  "
+                                                          f"[default: {defaults.DEFAULT_ARCH_LR}]")
 @click.option("--arch-every", default=None, type=int,
-              help="One arch step per this many weight steps  [default: 5]")
-def search_command(device, latency, space, data, resolution, batch_size, seed, weight_lr, out,
-                   resume, stop_after, threads, quiet, supernet, epochs, warmup_epochs, loss, lam,
-                   beta, arch_lr, arch_every) -> None:
+              help=f"One arch step per this many weight steps (ProxylessNAS: 5)  "
+                   f"[default: {defaults.DEFAULT_ARCH_EVERY}]")
+def search_command(device, latency, space, data, resolution, batch_size, seed, weight_lr,
+                   layer_scale_init, out, resume, stop_after, threads, quiet, supernet, epochs,
+                   warmup_epochs, loss, lam, beta, arch_lr, arch_every) -> None:
     """Search the best architecture within a latency budget on a device; writes best.json."""
     import pandas as pd
     from tqdm.auto import tqdm
@@ -83,6 +91,7 @@ def search_command(device, latency, space, data, resolution, batch_size, seed, w
 
     settings = dict(device=device, latency=latency, space=space, data=data,
                     resolution=resolution, seed=seed, supernet=supernet, lam=lam, beta=beta,
+                    layer_scale_init=layer_scale_init,
                     warmup_epochs=warmup_epochs,
                     optim=_optim(weight_lr, arch_lr, arch_every))
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("loss", loss)):
@@ -91,6 +100,8 @@ def search_command(device, latency, space, data, resolution, batch_size, seed, w
     config = SearchConfig(**settings)
     result = search(config, out=out, resume=resume, stop_after_epochs=stop_after,
                     progress=not quiet, echo=tqdm.write, threads=threads)
+    if not is_main():               # under torchrun only rank 0 reports
+        return
     if not result.finished:
         click.echo(f"stopped after epoch {len(result.log)}; continue with: qnas search ... "
                    f"--out {result.out} --resume")
@@ -116,21 +127,26 @@ def search_command(device, latency, space, data, resolution, batch_size, seed, w
 @cli.command("train-supernet")
 @_common_options
 @click.option("--epochs", default=None, type=int,
-              help="Warm-up epochs (uniform path sampling, weights only)  [default: 6]")
-def train_supernet_command(space, data, resolution, batch_size, seed, weight_lr, out, resume,
-                           stop_after, threads, quiet, epochs) -> None:
+              help=f"Warm-up epochs (uniform path sampling, weights only)  "
+                   f"[default: {defaults.DEFAULT_WARMUP_EPOCHS}]")
+def train_supernet_command(space, data, resolution, batch_size, seed, weight_lr,
+                           layer_scale_init, out, resume, stop_after, threads, quiet,
+                           epochs) -> None:
     """Warm up a supernet (no device, no α) and write supernet.pt for 'qnas search --supernet'."""
     from tqdm.auto import tqdm
 
     from ..nas.search import SearchConfig, train_supernet
 
     settings = dict(space=space, data=data, resolution=resolution, seed=seed,
-                    optim=_optim(weight_lr), warmup_epochs=epochs)
+                    optim=_optim(weight_lr), warmup_epochs=epochs,
+                    layer_scale_init=layer_scale_init)
     if batch_size is not None:
         settings["batch_size"] = batch_size
     path = train_supernet(SearchConfig(**settings), out=out, resume=resume,
                           stop_after_epochs=stop_after, progress=not quiet, echo=tqdm.write,
                           threads=threads)
+    if not is_main():
+        return
     if path is None:
         click.echo("stopped early; continue with --resume")
     else:

@@ -43,18 +43,52 @@ def loader_seed(seed: int, epoch: int, stream: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(epoch), int(stream), 7]).generate_state(1)[0])
 
 
+class ShardSampler(torch.utils.data.Sampler):
+    """Indices ``rank, rank + world, …`` of ``range(n)`` in order, without padding: evaluation
+    shards that together cover the split exactly once."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
 def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, stream: int,
-                 shuffle: bool = True) -> DataLoader:
+                 shuffle: bool = True, rank: int | None = None,
+                 world: int | None = None) -> DataLoader:
     """A loader whose order depends only on (seed, epoch, stream): a resumed run sees the
-    same batches as an uninterrupted one. Training loaders drop the last partial batch."""
-    drop_last = shuffle and len(dataset) > batch_size
-    return make_loader(dataset, batch_size, shuffle=shuffle, seed=loader_seed(seed, epoch, stream),
-                       drop_last=drop_last)
+    same batches as an uninterrupted one. Training loaders drop the last partial batch.
+
+    Under torchrun each rank gets its shard (``rank``/``world`` default to the process group's):
+    training loaders use a DistributedSampler over one seeded permutation, so the ranks' batches
+    of step i together are exactly the single-process batch i of ``batch_size × world`` images;
+    evaluation loaders (``shuffle=False``) shard without padding.
+    """
+    from torch.utils.data import DistributedSampler
+
+    from . import distributed
+
+    rank = distributed.rank() if rank is None else rank
+    world = distributed.world_size() if world is None else world
+    order_seed = loader_seed(seed, epoch, stream)
+    if not shuffle:
+        return make_loader(dataset, batch_size, shuffle=False, seed=order_seed,
+                           sampler=ShardSampler(len(dataset), rank, world) if world > 1 else None)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=order_seed, drop_last=False)
+    drop_last = len(sampler) > batch_size
+    return make_loader(dataset, batch_size, shuffle=False, seed=order_seed, drop_last=drop_last,
+                       sampler=sampler)
 
 
 @torch.no_grad()
-def evaluate_top1(model: nn.Module, loader: DataLoader) -> float:
-    """Top-1 accuracy in percent (eval mode)."""
+def evaluate_top1(model: nn.Module, loader: DataLoader, distributed: bool = False) -> float:
+    """Top-1 accuracy in percent (eval mode). ``distributed``: the loader is this rank's shard
+    and every rank calls this; the counts are summed over ranks."""
     was_training = model.training
     model.eval()
     correct = total = 0
@@ -64,6 +98,10 @@ def evaluate_top1(model: nn.Module, loader: DataLoader) -> float:
         correct += (logits.argmax(1).cpu() == labels).sum().item()
         total += len(labels)
     model.train(was_training)
+    if distributed:
+        from . import distributed as dist
+
+        correct, total = dist.all_reduce_sum([correct, total])
     return 100.0 * correct / max(total, 1)
 
 

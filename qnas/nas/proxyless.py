@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .latency import LatencyLoss, TableView, expected_latency_ms, masked_probs
 from .supernet import Supernet
 
@@ -143,7 +144,8 @@ def compute_arch_gradient(supernet: Supernet, loss: torch.Tensor,
                           pairs: torch.Tensor) -> torch.Tensor:
     """∂L/∂α after a two-path forward: the gate part (exact formula) + the latency part.
 
-    The one place the α gradient is formed (insert the DDP all-reduce of the result here).
+    The one place the α gradient is formed; under torchrun it is averaged over the ranks here
+    (each rank saw its shard of the batch, all ranks the same paths).
     """
     records = supernet.records()
     outputs = [y for y, _, _ in records]
@@ -158,7 +160,7 @@ def compute_arch_gradient(supernet: Supernet, loss: torch.Tensor,
     latency_grad = grads[len(outputs)] if len(grads) > len(outputs) else None
     if latency_grad is not None:
         alpha_grad = alpha_grad + latency_grad
-    return alpha_grad
+    return distributed.all_reduce_mean(alpha_grad)
 
 
 class ProxylessStrategy:
@@ -170,11 +172,15 @@ class ProxylessStrategy:
         seed: base seed of the per-step path generators.
         table: the latency table (None: no latency term).
         latency_loss: how CE and E[LAT] combine (None: CE only).
+        weight_model: what the weight step calls instead of the supernet — under torchrun the
+            DistributedDataParallel wrapper of ``supernet.net`` (it averages weight gradients).
     """
 
     def __init__(self, supernet: Supernet, config: ProxylessConfig | None = None, seed: int = 0,
-                 table: TableView | None = None, latency_loss: LatencyLoss | None = None):
+                 table: TableView | None = None, latency_loss: LatencyLoss | None = None,
+                 weight_model: torch.nn.Module | None = None):
         self.supernet = supernet
+        self.weight_model = weight_model if weight_model is not None else supernet
         self.config = config or ProxylessConfig()
         self.seed = seed
         self.table = table
@@ -200,7 +206,7 @@ class ProxylessStrategy:
         net.train()
         paths = self.sample_paths(step, uniform) if paths is None else paths
         net.set_paths(paths)
-        logits = net(images)
+        logits = self.weight_model(images)
         loss = F.cross_entropy(logits, labels)
         self.weight_optimizer.zero_grad(set_to_none=True)
         loss.backward()

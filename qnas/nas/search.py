@@ -5,12 +5,15 @@ steps, arch steps, loss with E[LAT]) → checkpoint every epoch → derive under
 constraint → evaluate the child with inherited weights → ``best.json``.
 
 Everything is a function a notebook can call (:func:`search`, :func:`train_supernet`); the CLI
-only parses and reports. A run directory holds ``checkpoint.pt`` (rewritten atomically after
-every epoch: supernet with α, both optimisers, schedulers, RNG states, epoch/step counters and
-the log), ``search_log.csv`` (one row per epoch), ``config.json`` and, at the end, ``best.json``.
-``resume=True`` continues from the checkpoint and ends exactly where an uninterrupted run would
-(same seed, same machine, CPU): batches and sampled paths are pure functions of (seed, epoch,
-step).
+only parses and reports. A run directory holds ``checkpoint-<step>.pt`` (after every epoch, and
+mid-epoch on SIGINT/SIGTERM; atomic, checksummed, the last two kept — see :mod:`.checkpoints`:
+supernet with α, both optimisers, schedulers, RNG states, epoch/step counters and the log),
+``search_log.csv`` (one row per epoch), ``config.json`` and, at the end, ``best.json``.
+``resume=True`` continues from the newest good checkpoint and ends exactly where an
+uninterrupted run would (same seed, same machine, CPU, same number of processes): batches and
+sampled paths are pure functions of (seed, epoch, step).
+
+Under ``torchrun`` (see :mod:`.distributed`) the same code runs on every rank with DDP.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import json
 import math
 import os
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,8 +35,11 @@ from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..errors import QnasError
+from ..errors import Interrupted, QnasError
+from ..nn.kernelwarehouse import kw_layers, kw_temperature
+from . import distributed
 from .best import write_best
+from .checkpoints import CheckpointStore, load_verified
 from .derive import Derived, argmax_choice, derive_architecture
 from .evaluator import (SearchData, epoch_loader, evaluate_top1, has_batchnorm,
                         recalibrate_batchnorm, search_data)
@@ -40,6 +47,7 @@ from .files import save_torch_atomic, write_csv_atomic, write_text_atomic
 from .latency import (LatencyLoss, TableView, entropy, expected_latency_ms, format_ms,
                       parse_latency, table_view)
 from .proxyless import ProxylessConfig, ProxylessStrategy
+from .signals import StopOnSignals, signal_name
 from .space import SearchSpace, load_space
 from .supernet import Supernet
 
@@ -48,9 +56,27 @@ from .supernet import Supernet
 DEFAULT_WARMUP_EPOCHS = 6
 DEFAULT_EPOCHS = 10
 DEFAULT_BATCH_SIZE = 64
-DEFAULT_LOSS = "mul-log"
+# hinge stops pushing once E[LAT] is within the budget, so the accuracy term decides how the
+# budget is spent. mul-log / add-linear push latency down forever: where accuracy hardly depends
+# on the architecture (digits) they collapse the search to the smallest child.
+DEFAULT_LOSS = "hinge"
+# ProxylessNAS's α settings (Adam lr 1e-3, one arch step per 5 weight steps) are made for ~10⁵
+# arch steps on ImageNet; a digits search has ~170 weight steps, in which α would move by
+# ~0.03 and stay uniform. One arch step per weight step at lr 0.05 lets E[LAT] reach the budget
+# in about two epochs and the distribution sharpen afterwards.
+DEFAULT_ARCH_LR = 0.05
+DEFAULT_ARCH_EVERY = 1
+# γ (layer scale) init of the supernet's blocks. The paper's 1e-6 suits 300-epoch training from
+# scratch; in a supernet warmed up for a few hundred steps, where each candidate is sampled 1/7
+# of the time, γ stays ~1e-4: every candidate is then ≈ identity and α learns from noise. At 0.1
+# the candidates differ and the warm-up still trains stably (1.0 diverges at lr 0.025).
+SUPERNET_LAYER_SCALE_INIT = 0.1
 
-CHECKPOINT = "checkpoint.pt"
+
+def default_optim() -> ProxylessConfig:
+    """ProxylessNAS's optimisers with the α settings sized for the embedded data (see above)."""
+    return ProxylessConfig(arch_lr=DEFAULT_ARCH_LR, arch_every=DEFAULT_ARCH_EVERY)
+
 LOG = "search_log.csv"
 BEST = "best.json"
 SUPERNET = "supernet.pt"
@@ -77,8 +103,9 @@ class SearchConfig:
     seed: int = 0
     arch_fraction: float = 0.2                # of the training split, for α
     supernet: str | None = None               # a warmed-up supernet (train-supernet output)
+    layer_scale_init: float | None = SUPERNET_LAYER_SCALE_INIT   # γ init, supernet blocks
     lut_cache_dir: str | None = None
-    optim: ProxylessConfig = field(default_factory=ProxylessConfig)
+    optim: ProxylessConfig = field(default_factory=default_optim)
 
     def __post_init__(self):
         if isinstance(self.optim, dict):
@@ -153,14 +180,34 @@ def default_out(config: SearchConfig) -> Path:
 
 # --- the run ----------------------------------------------------------------------------------
 
+def train_device() -> torch.device:
+    """Where the search trains: this rank's GPU under torchrun+NCCL, the GPU when one is visible,
+    else the CPU."""
+    if distributed.is_initialized():
+        return distributed.device()
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _new_sums() -> dict:
+    return {"loss": 0.0, "correct": 0.0, "count": 0.0, "arch_ce": 0.0, "arch_loss": 0.0,
+            "arch_n": 0}
+
+
 class _Run:
-    """One search (or warm-up-only) run: state, the epoch loop, checkpoints."""
+    """One search (or warm-up-only) run: state, the epoch loop, checkpoints.
+
+    Under torchrun every rank builds the same run; rank 0 builds the latency table and reads
+    checkpoints, and broadcasts them; weight gradients go through DDP, α gradients through the
+    strategy's all-reduce; only rank 0 writes.
+    """
 
     def __init__(self, config: SearchConfig, out: Path, echo: Callable[[str], None]):
-        self.config, self.out, self.echo = config, Path(out), echo
+        self.config, self.out = config, Path(out)
+        self.echo = echo if distributed.is_main() else (lambda message: None)
         c = config
         # 1. space
         self.space: SearchSpace = load_space(c.space)
+        self.space.check_resolution(c.resolution)
         # the device's predictor first: an unknown device fails before any work
         self.predictor = None
         if c.device is not None:
@@ -168,27 +215,53 @@ class _Run:
 
             self.predictor = get(c.device)
         # 2. data and supernet
+        self.device = train_device()
         self.data: SearchData = search_data(c.data, c.resolution, c.seed, c.arch_fraction)
         torch.manual_seed(c.seed)
-        self.supernet = Supernet(self.space, self.data.num_classes, c.optim.alpha_init_std)
+        self.supernet = Supernet(self.space, self.data.num_classes, c.optim.alpha_init_std,
+                                 layer_scale_init=c.layer_scale_init)
         if c.supernet:
             load_supernet_weights(self.supernet, c.supernet)
-        # 3. latency table at the deployment shape
+        self.supernet.to(self.device)
+        # 3. latency table at the deployment shape (built once, on rank 0)
         self.table: TableView | None = None
         self.latency_loss: LatencyLoss | None = None
         if self.predictor is not None:
-            self.table = latency_table(self.space, self.predictor, c.lut_cache_dir)
-            check_budget(self.table, c.latency, self.space, echo)
+            table = None
+            if distributed.is_main():
+                table = latency_table(self.space, self.predictor, c.lut_cache_dir)
+            self.table = distributed.broadcast_object(table)
+            check_budget(self.table, c.latency, self.space, self.echo)
             self.latency_loss = LatencyLoss(c.loss, c.latency, c.lam, c.beta)
-        # 4. the strategy
+        # 4. the strategy (under torchrun: DDP averages the weight gradients)
+        self.weight_model = None
+        if distributed.world_size() > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            with torch.no_grad():
+                self.supernet.alpha.copy_(distributed.broadcast_object(
+                    self.supernet.alpha.detach().cpu()).to(self.device))
+            # one path per step: the other candidates are unused, on every rank alike
+            self.weight_model = DistributedDataParallel(
+                self.supernet.net, find_unused_parameters=True,
+                device_ids=[self.device] if self.device.type == "cuda" else None)
         self.strategy = ProxylessStrategy(self.supernet, c.optim, c.seed, self.table,
-                                          self.latency_loss)
+                                          self.latency_loss, weight_model=self.weight_model)
         self.total_epochs = c.warmup_epochs + (c.epochs if self.table is not None else 0)
         self.steps_per_epoch = len(epoch_loader(self.data.weight_train, c.batch_size, c.seed,
                                                 0, WEIGHT_DATA))
+        if self.steps_per_epoch == 0:
+            raise QnasError(f"the weight split of {self.data.name} has fewer images per process "
+                            f"than one batch ({c.batch_size}); use a smaller --batch-size")
+        # KernelWarehouse candidates: τ decays from 1 to 0 over the warm-up, step by step
+        self.kw_layers = list(kw_layers(self.supernet))
+        self.store = CheckpointStore(self.out)
         self.epoch = 0
         self.weight_steps = 0
         self.arch_steps = 0
+        self.step_in_epoch = 0           # weight steps done in the current epoch (mid-epoch saves)
+        self.arch_in_epoch = 0           # arch batches used in the current epoch
+        self.sums = _new_sums()
         self.rows: list[dict] = []
         self.scheduler = None
         self.scheduler_phase = None
@@ -213,34 +286,59 @@ class _Run:
         return self.strategy.weight_optimizer.param_groups[0]["lr"]
 
     # --- one epoch ------------------------------------------------------------------------
-    def run_epoch(self, bar) -> dict:
+    def run_epoch(self, bar, stop: StopOnSignals | None = None) -> dict:
+        """Run (the rest of) the current epoch; returns its log row. Between steps, a stop
+        request (SIGINT/SIGTERM on any rank) saves a mid-epoch checkpoint and raises
+        :class:`Interrupted`; a non-finite loss raises :class:`QnasError`."""
         c, epoch = self.config, self.epoch
         phase, _, _ = self._phase(epoch)
         started = time.perf_counter()
         loader = epoch_loader(self.data.weight_train, c.batch_size, c.seed, epoch, WEIGHT_DATA)
-        arch_batches = self._arch_batches(epoch) if phase == "search" else None
-        sums = {"loss": 0.0, "correct": 0, "count": 0, "arch_ce": 0.0, "arch_loss": 0.0,
-                "arch_n": 0}
+        arch_batches = self._arch_batches(epoch, self.arch_in_epoch) if phase == "search" \
+            else None
+        sums, lr = self.sums, None
         for i, (images, labels) in enumerate(loader):
+            if i < self.step_in_epoch:          # done before a mid-epoch checkpoint
+                continue
             lr = self._set_lr(epoch, i)
-            stats = self.strategy.weight_step(images, labels, self.weight_steps,
-                                              uniform=phase == "warmup")
+            if self.kw_layers:
+                tau = kw_temperature(epoch + i / self.steps_per_epoch, c.warmup_epochs)
+                for layer in self.kw_layers:
+                    layer.set_temperature(tau)
+            stats = self.strategy.weight_step(images.to(self.device), labels.to(self.device),
+                                              self.weight_steps, uniform=phase == "warmup")
             self.weight_steps += 1
-            sums["loss"] += stats["loss"] * stats["count"]
-            sums["correct"] += stats["correct"]
-            sums["count"] += stats["count"]
+            arch = None
             if arch_batches is not None and (i + 1) % c.optim.arch_every == 0:
                 arch_images, arch_labels = next(arch_batches)
-                arch = self.strategy.arch_step(arch_images, arch_labels, self.arch_steps)
+                arch = self.strategy.arch_step(arch_images.to(self.device),
+                                               arch_labels.to(self.device), self.arch_steps)
                 self.arch_steps += 1
-                sums["arch_ce"] += arch["ce"]
-                sums["arch_loss"] += arch["loss"]
+                self.arch_in_epoch += 1
+            # one all-reduce per step: the logged numbers, and whether any rank must stop
+            loss_sum, correct, count, arch_ce, arch_loss, stop_flag = distributed.all_reduce_sum(
+                [stats["loss"] * stats["count"], stats["correct"], stats["count"],
+                 arch["ce"] if arch else 0.0, arch["loss"] if arch else 0.0,
+                 float(stop is not None and stop.requested is not None)])
+            world = distributed.world_size()
+            self._check_finite(loss_sum / max(count, 1), "weight", epoch, i)
+            sums["loss"] += loss_sum
+            sums["correct"] += correct
+            sums["count"] += count
+            if arch is not None:
+                self._check_finite(arch_loss / world, "architecture", epoch, i)
+                sums["arch_ce"] += arch_ce / world
+                sums["arch_loss"] += arch_loss / world
                 sums["arch_n"] += 1
+            self.step_in_epoch = i + 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"{phase} ep {epoch + 1}/{self.total_epochs} "
-                                    f"loss {stats['loss']:.3f}", refresh=False)
-        row = {"epoch": epoch + 1, "phase": phase, "lr": lr,
+                                    f"loss {loss_sum / max(count, 1):.3f}", refresh=False)
+            if stop_flag:
+                self._stop(stop)
+        row = {"epoch": epoch + 1, "phase": phase,
+               "lr": lr if lr is not None else self.strategy.weight_optimizer.param_groups[0]["lr"],
                "train_loss": sums["loss"] / max(sums["count"], 1),
                "train_top1": 100.0 * sums["correct"] / max(sums["count"], 1),
                "arch_ce": sums["arch_ce"] / sums["arch_n"] if sums["arch_n"] else float("nan"),
@@ -250,15 +348,44 @@ class _Run:
         row["val_top1_argmax"] = self.validate_argmax()
         row["seconds"] = time.perf_counter() - started
         self.epoch += 1
+        self.step_in_epoch = self.arch_in_epoch = 0
+        self.sums = _new_sums()
         self.rows.append(row)
         return row
 
-    def _arch_batches(self, epoch: int):
-        cycle = 0
+    def _check_finite(self, value: float, which: str, epoch: int, step: int) -> None:
+        if math.isfinite(value):
+            return
+        last = self.store.paths()
+        where = (f"the last good checkpoint is {last[0]}" if last
+                 else "no checkpoint was written yet")
+        raise QnasError(f"the {which} loss became {value} at epoch {epoch + 1}, step {step + 1}: "
+                        f"training diverged; {where}; try a lower --weight-lr"
+                        + (" or --arch-lr" if which == "architecture" else ""))
+
+    def _stop(self, stop: StopOnSignals | None) -> None:
+        signum = (stop.requested if stop is not None and stop.requested is not None
+                  else signal.SIGTERM)     # another rank got the signal
+        path = self.save()
+        raise Interrupted(f"stopped by {signal_name(signum)} at epoch {self.epoch + 1}, step "
+                          f"{self.step_in_epoch}; checkpoint {path}; resume with the same "
+                          f"command and --resume --out {self.out}", signum)
+
+    def _arch_batches(self, epoch: int, skip: int = 0):
+        """The arch split's batches for ``epoch``, cycling; the first ``skip`` are dropped (a run
+        resumed mid-epoch continues where it stopped)."""
+        cycle, seen = 0, 0
         while True:
             loader = epoch_loader(self.data.arch_train, self.config.batch_size, self.config.seed,
                                   epoch * 1000 + cycle, ARCH_DATA)
-            yield from loader
+            if len(loader) == 0:
+                raise QnasError(f"the arch split of {self.data.name} has fewer images per "
+                                f"process than one batch ({self.config.batch_size}); use a "
+                                f"smaller --batch-size or a larger arch fraction")
+            for batch in loader:
+                if seen >= skip:
+                    yield batch
+                seen += 1
             cycle += 1
 
     def measure_alpha(self) -> dict:
@@ -274,59 +401,85 @@ class _Run:
         net = self.supernet
         net.set_paths(argmax_choice(net.alpha, net.mask))
         loader = epoch_loader(self.data.val, 256, self.config.seed, 0, VAL_DATA, shuffle=False)
-        top1 = evaluate_top1(net, loader)
+        top1 = evaluate_top1(net, loader, distributed=distributed.is_initialized())
         net.clear_paths()
         return top1
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint(self) -> dict:
         return {
-            "format": CHECKPOINT_FORMAT, "format_version": 1, "qnas_version": __version__,
+            "format": CHECKPOINT_FORMAT, "format_version": 2, "qnas_version": __version__,
             "config": self.config.identity(), "space": self.space.name,
             "space_hash": self.space.hash, "num_classes": self.data.num_classes,
             "epoch": self.epoch, "weight_steps": self.weight_steps,
             "arch_steps": self.arch_steps, "total_epochs": self.total_epochs,
-            "supernet": self.supernet.state_dict(), "strategy": self.strategy.state_dict(),
+            "step_in_epoch": self.step_in_epoch, "arch_in_epoch": self.arch_in_epoch,
+            "sums": dict(self.sums), "world_size": distributed.world_size(),
+            "supernet": {k: v.cpu() for k, v in self.supernet.state_dict().items()},
+            "strategy": self.strategy.state_dict(),
             "scheduler": {"phase": self.scheduler_phase,
                           "state": self.scheduler.state_dict() if self.scheduler else None},
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+                    "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available()
+                    else None},
             "rows": self.rows,
         }
 
-    def save(self) -> None:
-        save_torch_atomic(self.checkpoint(), self.out / CHECKPOINT)
-        if self.rows:
-            write_csv_atomic(pd.DataFrame(self.rows), self.out / LOG)
+    def save(self) -> Path:
+        """Rank 0 writes the checkpoint (and the log); every rank waits for it. Returns its path."""
+        path = self.store.path_for(self.weight_steps)
+        if distributed.is_main():
+            path = self.store.save(self.checkpoint(), self.weight_steps)
+            if self.rows:
+                write_csv_atomic(pd.DataFrame(self.rows), self.out / LOG)
+        distributed.barrier()
+        return path
 
-    def restore(self, path: Path) -> None:
-        state = read_checkpoint(path)
+    def restore(self) -> Path:
+        """Load the newest good checkpoint (rank 0 reads, all ranks receive); returns its path."""
+        loaded = None
+        if distributed.is_main():
+            try:
+                loaded = self.store.load_latest(warn=self.echo)
+            except QnasError as err:
+                loaded = err
+        loaded = distributed.broadcast_object(loaded)
+        if isinstance(loaded, QnasError):
+            raise loaded
+        state, path = loaded
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise QnasError(f"{path} is not a qnas search checkpoint")
         if state["config"] != self.config.identity():
             changed = sorted(k for k in set(state["config"]) | set(self.config.identity())
                              if state["config"].get(k) != self.config.identity().get(k))
             raise QnasError(f"the checkpoint in {self.out} was made with other settings "
                             f"({', '.join(changed)}); resume with the same options or use a "
                             f"new --out")
+        if state.get("world_size", 1) != distributed.world_size():
+            self.echo(f"note: the checkpoint was written by {state.get('world_size', 1)} "
+                      f"process(es), resuming with {distributed.world_size()}: the data shards "
+                      f"differ, so the run will not repeat an uninterrupted one exactly")
         self.supernet.load_state_dict(state["supernet"])
         self.strategy.load_state_dict(state["strategy"])
         self.epoch, self.weight_steps = state["epoch"], state["weight_steps"]
         self.arch_steps, self.rows = state["arch_steps"], list(state["rows"])
+        self.step_in_epoch = state.get("step_in_epoch", 0)
+        self.arch_in_epoch = state.get("arch_in_epoch", 0)
+        self.sums = dict(state.get("sums") or _new_sums())
         # the cosine schedules are functions of the step: the next _set_lr rebuilds the phase's
         self.scheduler, self.scheduler_phase = None, None
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        return path
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise QnasError(f"checkpoint {path} does not exist") from None
-    except Exception as err:  # noqa: BLE001 -- a truncated or foreign file
-        raise QnasError(f"{path} is not a readable qnas checkpoint ({type(err).__name__})") \
-            from None
+    """A search checkpoint or ``supernet.pt``, checksum-verified (QnasError otherwise)."""
+    state = load_verified(path)
     if not isinstance(state, dict) or state.get("format") not in (CHECKPOINT_FORMAT,
                                                                   SUPERNET_FORMAT):
         raise QnasError(f"{path} is not a qnas search or supernet checkpoint")
@@ -347,6 +500,27 @@ def load_supernet_weights(supernet: Supernet, path: str | Path) -> None:
     weights = state["supernet"]
     weights = {k: v for k, v in weights.items() if k != "alpha"}
     supernet.load_state_dict({**weights, "alpha": supernet.alpha.detach()}, strict=True)
+
+
+def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet:
+    """Rebuild the supernet of a search checkpoint or ``supernet.pt`` (weights AND α), in eval
+    mode on the CPU. ``space`` defaults to the one recorded in the checkpoint; a space whose
+    hash differs from the recorded one is refused."""
+    state = read_checkpoint(path)
+    if space is None:
+        space = load_space(state["config"]["space"])
+    if state["space_hash"] != space.hash:
+        raise QnasError(f"checkpoint {path} was made for space '{state['space']}' (hash "
+                        f"{state['space_hash']}), not '{space.name}' (hash {space.hash})")
+    config = state["config"]
+    supernet = Supernet(space, int(state["num_classes"]),
+                        layer_scale_init=config.get("layer_scale_init"))
+    try:
+        supernet.load_state_dict(state["supernet"], strict=True)
+    except RuntimeError as err:
+        raise QnasError(f"checkpoint {path} does not fit space '{space.name}': "
+                        f"{str(err).splitlines()[0]}") from None
+    return supernet.eval()
 
 
 def latency_table(space: SearchSpace, predictor, cache_dir=None) -> TableView:
@@ -376,21 +550,41 @@ def check_budget(table: TableView, target_ms: float, space: SearchSpace,
              f"({format_ms(largest)}) fits")
 
 
-def _prepare_out(out: Path, resume: bool) -> Path | None:
-    checkpoint = out / CHECKPOINT
-    if resume:
-        if not checkpoint.exists():
-            raise QnasError(f"nothing to resume: {checkpoint} does not exist; run without "
+def _prepare_out(out: Path, resume: bool) -> bool:
+    """Check the run folder before any work; True when a checkpoint is to be resumed.
+
+    A restart by torchrun's elastic agent (``--max-restarts``) resumes automatically."""
+    store = CheckpointStore(out)
+    if out.exists() and not out.is_dir():
+        raise QnasError(f"--out {out} is a file; give a folder")
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+    if resume or (restarted and store.exists()):
+        if not store.exists():
+            raise QnasError(f"nothing to resume: {out} holds no checkpoint; run without "
                             f"--resume to start")
-        return checkpoint
-    if checkpoint.exists():
-        raise QnasError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to continue "
-                        f"it or choose another --out")
-    return None
+        return True
+    if store.exists():
+        raise QnasError(f"{out} already holds a run ({store.paths()[0].name}); pass --resume to "
+                        f"continue it or choose another --out")
+    _check_writable(out)
+    return False
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an --out that cannot be created or written, before any work is done."""
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise QnasError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise QnasError(f"--out {out} is not writable (no write permission on {parent}); "
+                        f"choose another folder")
 
 
 def training_threads(threads: int | None = None) -> int:
-    """Intra-op threads for training: ``threads``, else all cores but one (at least one) —
+    """Intra-op threads for training: ``threads``, else the cores of this process's share
+    (all cores but one for a single process; cores / processes per node under torchrun) —
     on a small shared machine two OpenMP threads stall each other whenever one is
     descheduled (steps 10–50× slower), one thread per free core does not."""
     if threads is not None:
@@ -398,6 +592,9 @@ def training_threads(threads: int | None = None) -> int:
             raise QnasError(f"threads must be a positive integer, got {threads!r}")
         return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if local_world > 1:
+        return max(1, (cores or 1) // local_world)
     return max(1, min(torch.get_num_threads(), (cores or 1) - 1))
 
 
@@ -412,18 +609,24 @@ def _threads(threads: int | None):
 
 
 def _loop(run: _Run, stop_after_epochs: int | None, progress: bool) -> bool:
-    """Run epochs until done (True) or ``stop_after_epochs`` in this call (False)."""
+    """Run epochs until done (True) or ``stop_after_epochs`` in this call (False).
+    SIGINT/SIGTERM save a checkpoint and raise :class:`Interrupted`."""
     remaining = run.total_epochs - run.epoch
     if stop_after_epochs is not None:
         remaining = min(remaining, stop_after_epochs)
     bar = tqdm(total=run.total_epochs * run.steps_per_epoch,
-               initial=run.epoch * run.steps_per_epoch, unit="step", desc="search",
-               disable=not progress, dynamic_ncols=True, leave=False)
+               initial=run.epoch * run.steps_per_epoch + run.step_in_epoch, unit="step",
+               desc="search", disable=not progress or not distributed.is_main(),
+               dynamic_ncols=True, leave=False)
     try:
-        for _ in range(remaining):
-            row = run.run_epoch(bar)
-            run.save()
-            run.echo(_row_text(row))
+        with StopOnSignals() as stop:
+            for _ in range(remaining):
+                row = run.run_epoch(bar, stop)
+                run.save()
+                run.echo(_row_text(row))
+                # a signal that arrived during validation or the save, on any rank
+                if distributed.all_reduce_sum([float(stop.requested is not None)])[0]:
+                    run._stop(stop)
     finally:
         bar.close()
     return run.epoch >= run.total_epochs
@@ -460,24 +663,38 @@ def search(config: SearchConfig, out: str | Path | None = None, resume: bool = F
 
     get(config.device)                       # an unknown device fails before anything else
     started = time.perf_counter()
-    echo = echo or (lambda message: None)
-    out = Path(out) if out is not None else default_out(config)
-    checkpoint = _prepare_out(out, resume)
-    run = _Run(config, out, echo)
-    if checkpoint is not None:
-        run.restore(checkpoint)
-        echo(f"resumed from {checkpoint} after epoch {run.epoch}")
-    else:
-        write_text_atomic(out / "config.json", json.dumps(config.as_dict(), indent=2) + "\n")
+    run = _start(config, out, resume, echo)
     with _threads(threads):
         done = _loop(run, stop_after_epochs, progress)
         if not done:
-            return SearchResult(out, False, pd.DataFrame(run.rows),
+            return SearchResult(run.out, False, pd.DataFrame(run.rows),
                                 seconds=time.perf_counter() - started)
-        derived, best = finish(run)
-    best_path = write_best(out / BEST, best)
-    return SearchResult(out, True, pd.DataFrame(run.rows), best_path, best | {}, derived,
+        derived, best = finish(run) if distributed.is_main() else (None, None)
+    derived, best = distributed.broadcast_object((derived, best))
+    best_path = run.out / BEST
+    if distributed.is_main():
+        write_best(best_path, best)
+    distributed.barrier()
+    return SearchResult(run.out, True, pd.DataFrame(run.rows), best_path, best | {}, derived,
                         run.table, time.perf_counter() - started)
+
+
+def _start(config: SearchConfig, out: str | Path | None, resume: bool,
+           echo: Callable[[str], None] | None) -> _Run:
+    """Join torchrun's group (if launched by it), check the run folder, build the run and
+    resume it or write its config.json. Nothing is written before every check has passed."""
+    distributed.init()
+    echo = echo or (lambda message: None)
+    out = Path(out) if out is not None else default_out(config)
+    resuming = _prepare_out(out, resume)
+    run = _Run(config, out, echo)
+    if resuming:
+        path = run.restore()
+        run.echo(f"resumed from {path} at epoch {run.epoch + 1}"
+                 + (f", step {run.step_in_epoch}" if run.step_in_epoch else ""))
+    elif distributed.is_main():
+        write_text_atomic(out / "config.json", json.dumps(config.as_dict(), indent=2) + "\n")
+    return run
 
 
 def finish(run: _Run) -> tuple[Derived, dict]:
@@ -488,12 +705,13 @@ def finish(run: _Run) -> tuple[Derived, dict]:
     run.echo(f"derived: {space.describe_ops(derived.ops)} — {format_ms(derived.latency_ms)} "
              f"(budget {format_ms(c.latency)}, log p {derived.log_prob:.3f})")
     # evaluate the child with inherited weights
+    # (rank 0 alone runs this: its loaders are the whole splits, not its shards)
     child = net.child(derived.ops)
     if has_batchnorm(child):
         recalibrate_batchnorm(child, epoch_loader(run.data.weight_train, c.batch_size, c.seed,
-                                                  0, WEIGHT_DATA))
+                                                  0, WEIGHT_DATA, rank=0, world=1))
     val_top1 = evaluate_top1(child, epoch_loader(run.data.val, 256, c.seed, 0, VAL_DATA,
-                                                 shuffle=False))
+                                                 shuffle=False, rank=0, world=1))
     # predictions at the deployment shape, on the target and every other device
     deploy = space.build_child(derived.ops).eval()
     target_prediction = run.predictor.predict(deploy, space.input_shape)
@@ -519,7 +737,7 @@ def finish(run: _Run) -> tuple[Derived, dict]:
         "evaluation": {"dataset": run.data.name, "resolution": run.data.resolution,
                        "num_classes": run.data.num_classes, "split": "validation",
                        "weights": "inherited from the supernet"},
-        "supernet_checkpoint": CHECKPOINT,
+        "supernet_checkpoint": run.store.paths()[0].name,
         "seed": c.seed,
         "search": {"loss": c.loss, "lam": c.lam, "beta": c.beta, "epochs": c.epochs,
                    "warmup_epochs": c.warmup_epochs, "batch_size": c.batch_size,
@@ -566,23 +784,20 @@ def train_supernet(config: SearchConfig, out: str | Path | None = None, resume: 
     if config.device is not None:
         config = SearchConfig(**{f.name: getattr(config, f.name) for f in fields(config)
                                  if f.name not in ("device", "latency")})
-    echo = echo or (lambda message: None)
-    out = Path(out) if out is not None else default_out(config)
-    checkpoint = _prepare_out(out, resume)
-    run = _Run(config, out, echo)
-    if checkpoint is not None:
-        run.restore(checkpoint)
-    else:
-        write_text_atomic(out / "config.json", json.dumps(config.as_dict(), indent=2) + "\n")
+    run = _start(config, out, resume, echo)
     with _threads(threads):
         if not _loop(run, stop_after_epochs, progress):
             return None
-    state = {"format": SUPERNET_FORMAT, "format_version": 1, "qnas_version": __version__,
-             "space": run.space.name, "space_hash": run.space.hash,
-             "num_classes": run.data.num_classes, "epochs": run.epoch,
-             "config": config.identity(), "supernet": run.supernet.state_dict()}
-    path = save_torch_atomic(state, out / SUPERNET)
-    echo(f"supernet written to {path}")
+    path = run.out / SUPERNET
+    if distributed.is_main():
+        state = {"format": SUPERNET_FORMAT, "format_version": 1, "qnas_version": __version__,
+                 "space": run.space.name, "space_hash": run.space.hash,
+                 "num_classes": run.data.num_classes, "epochs": run.epoch,
+                 "config": config.identity(),
+                 "supernet": {k: v.cpu() for k, v in run.supernet.state_dict().items()}}
+        save_torch_atomic(state, path)
+        run.echo(f"supernet written to {path}")
+    distributed.barrier()
     return path
 
 

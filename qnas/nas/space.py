@@ -13,6 +13,11 @@ Two macro-architectures:
                stages of ``widths``/``strides``, 1×1 feature mix, pool, Linear); ``identity``
                (ProxylessNAS's "zero" op) is NOT a candidate at a stage's first layer when it
                strides or changes width — the mask of allowed ops says so per layer.
+
+KernelWarehouse candidates (``k3e2kw`` … ``k7e4kw``, quadranet macro): QuadraBlocks whose
+PW1/PW2 are KernelWarehouse convolutions; the kw layers of a stage share one warehouse, sized
+(``kw_ratio``, default ½) for the stage's maximal architecture in the supernet and in every
+child (:meth:`SearchSpace.kw_plan`).
 """
 from __future__ import annotations
 
@@ -32,7 +37,9 @@ from ..resources import data_dir
 SPACE_SCHEMA_KEYS = {"name", "description", "macro", "width", "depths", "candidates",
                      "input_shape", "num_classes",
                      # mbconv macro only
-                     "widths", "strides", "stem_width", "first_block_width", "head_width"}
+                     "widths", "strides", "stem_width", "first_block_width", "head_width",
+                     # quadranet macro with KernelWarehouse ('…kw') candidates only
+                     "kw_ratio"}
 MACROS = ("quadranet", "mbconv")
 _REQUIRED_KEYS = {"quadranet": {"name", "width", "depths", "candidates"},
                   "mbconv": {"name", "widths", "strides", "depths", "candidates"}}
@@ -76,6 +83,9 @@ class SearchSpace:
     stem_width: int = 32
     first_block_width: int = 16
     head_width: int = 1280
+    # KernelWarehouse candidates ('k3e2kw', …): warehouse cells per cell of a stage's
+    # maximal architecture (the paper's cell_num_ratio; ½ = KW(1/2×))
+    kw_ratio: float = 0.5
 
     # --- identity ---------------------------------------------------------------------------
     @property
@@ -129,6 +139,23 @@ class SearchSpace:
             return divisors
         return [4 * 2 ** slot.stage for slot in self.layers]
 
+    @property
+    def total_stride(self) -> int:
+        """How much smaller the last feature map is than the input (the smallest resolution
+        the network runs at)."""
+        if self.macro == "mbconv":
+            stride = 2
+            for value in self.strides:
+                stride *= value
+            return stride
+        return 4 * 2 ** (len(self.depths) - 1)
+
+    def check_resolution(self, resolution: int) -> None:
+        if resolution < self.total_stride:
+            raise QnasError(f"resolution {resolution} is too small for space '{self.name}': it "
+                            f"downsamples by {self.total_stride}; use --resolution "
+                            f"{self.total_stride} or more")
+
     def stage_input_shape(self, stage: int, input_shape: Sequence[int] | None = None) -> tuple:
         """N×C×H×W that the first layer of ``stage`` sees (QuadraNet: every layer of it)."""
         first = next(slot for slot in self.layers if slot.stage == stage)
@@ -139,7 +166,52 @@ class SearchSpace:
         return [(n, slot.in_dim, -(-h // scale), -(-w // scale))
                 for slot, scale in zip(self.layers, self._resolution_divisors())]
 
-    def build_op(self, op: str, dim: int) -> nn.Module:
+    # --- KernelWarehouse candidates ----------------------------------------------------------
+    @property
+    def kw_candidates(self) -> list[str]:
+        """The candidates that are KernelWarehouse QuadraBlocks (``k3e2kw``, …)."""
+        from ..nn.blocks import is_kw_kind
+
+        return [op for op in self.candidates if is_kw_kind(parse_op(op)[0])]
+
+    def kw_plan(self) -> dict:
+        """Per stage (index), the :class:`qnas.nn.KWPlan` of its shared warehouse.
+
+        Sized for the stage's MAXIMAL architecture — every layer position holding the kw
+        candidate with the most cells — with the cell shape every kw candidate splits into.
+        The supernet and every child (whatever its ops) size their warehouses by this plan, so
+        the supernet's warehouse weights load into the child strictly. Empty: no kw candidates.
+        """
+        from ..nn.blocks import QuadraBlockKW
+        from ..nn.kernelwarehouse import plan_warehouse
+
+        kw_ops = self.kw_candidates
+        if not kw_ops:
+            return {}
+        expansions = [parse_op(op)[1]["expansion"] for op in kw_ops]
+        return {stage: plan_warehouse([QuadraBlockKW.kw_conv_shapes(self.width * 2 ** stage, e)
+                                       for e in expansions], slots=depth)
+                for stage, depth in enumerate(self.depths)}
+
+    def kw_manager(self):
+        """A fresh :class:`qnas.nn.KWManager` planned by :meth:`kw_plan` (None: no kw
+        candidates). Its warehouses are named ``stage<s>``, as :class:`QuadraNet` names them."""
+        from ..nn.kernelwarehouse import KWManager
+
+        plans = self.kw_plan()
+        if not plans:
+            return None
+        manager = KWManager(ratio=self.kw_ratio)
+        for stage, plan in plans.items():
+            manager.plan(f"stage{stage}", plan)
+        return manager
+
+    def kw_groups(self, ops: Sequence[str]) -> set[str]:
+        """The warehouse groups (``stage<s>``) the child of ``ops`` uses."""
+        kw_ops = set(self.kw_candidates)
+        return {f"stage{slot.stage}" for slot, op in zip(self.layers, ops) if op in kw_ops}
+
+    def build_op(self, op: str, dim: int, **block_kwargs) -> nn.Module:
         """The module of candidate ``op`` at width ``dim`` (identity → nn.Identity).
 
         For the ``mbconv`` macro this is a stride-1 MBConv ``dim → dim``; use
@@ -147,13 +219,26 @@ class SearchSpace:
         """
         from ..nn.blocks import build_block
 
-        kind, kwargs = parse_op(op)
-        if kind != "identity" and self.macro == "mbconv":
-            kind = "mbconv"
-        return build_block(kind, dim, **kwargs)
+        from ..nn.blocks import is_kw_kind
 
-    def build_layer_op(self, layer: int | LayerSlot, op: str) -> nn.Module:
-        """The module of candidate ``op`` at searchable layer ``layer`` (its widths, stride)."""
+        kind, kwargs = parse_op(op)
+        if kind == "identity":
+            return build_block(kind, dim)
+        if self.macro == "mbconv":
+            kind = "mbconv"
+        if not is_kw_kind(kind):
+            block_kwargs = {k: v for k, v in block_kwargs.items() if not k.startswith("kw")}
+        return build_block(kind, dim, **kwargs, **block_kwargs)
+
+    def build_layer_op(self, layer: int | LayerSlot, op: str, kw=None,
+                       **block_kwargs) -> nn.Module:
+        """The module of candidate ``op`` at searchable layer ``layer`` (its widths, stride);
+        ``block_kwargs`` (e.g. ``layer_scale_init``) go to QuadraNet blocks.
+
+        A kw candidate shares the warehouse of its stage in ``kw`` (a supernet's
+        :meth:`kw_manager`; allocate it after building every candidate); without ``kw`` it gets
+        a private warehouse of the size the stage's shared one has (:meth:`kw_plan`), so that
+        it costs what it costs inside the network."""
         slot = self.layers[layer] if isinstance(layer, int) else layer
         if op not in slot.ops:
             raise QnasError(f"op {op!r} is not allowed at layer {slot.index} ({slot.name}) of "
@@ -166,7 +251,14 @@ class SearchSpace:
                 return nn.Identity()
             return MBConv(slot.in_dim, slot.dim, kwargs["kernel_size"], kwargs["expansion"],
                           slot.stride)
-        return self.build_op(op, slot.dim)
+        if op in self.kw_candidates:
+            group = f"stage{slot.stage}"
+            if kw is None:
+                return self.build_op(op, slot.dim, kw_group=group, kw_ratio=self.kw_ratio,
+                                     kw_plan=self.kw_plan()[slot.stage], **block_kwargs)
+            with kw.slot(group, slot.position):   # all candidates of a layer: the same β
+                return self.build_op(op, slot.dim, kw=kw, kw_group=group, **block_kwargs)
+        return self.build_op(op, slot.dim, **block_kwargs)
 
     def check_ops(self, ops: Sequence[str]) -> list[str]:
         ops = list(ops)
@@ -212,6 +304,11 @@ class SearchSpace:
                              head_width=self.head_width, **kwargs)
         if self.macro != "quadranet":
             raise QnasError(f"space '{self.name}': unknown macro-architecture '{self.macro}'")
+        if self.kw_candidates:
+            # KernelWarehouse: warehouses sized for the stage's maximal architecture, as the
+            # supernet's (see kw_plan)
+            kwargs.setdefault("kw_ratio", self.kw_ratio)
+            kwargs.setdefault("kw_plan", self.kw_plan())
         return QuadraNet(num_classes=num_classes, in_chans=self.input_shape[1], width=self.width,
                          layers=stages, drop_path_rate=drop_path_rate, **kwargs)
 
@@ -297,7 +394,8 @@ def space_from_dict(raw: dict, source: str = "<dict>") -> SearchSpace:
             strides=[int(v) for v in raw["strides"]] if "strides" in raw else None,
             stem_width=int(raw.get("stem_width", 32)),
             first_block_width=int(raw.get("first_block_width", 16)),
-            head_width=int(raw.get("head_width", 1280)))
+            head_width=int(raw.get("head_width", 1280)),
+            kw_ratio=float(raw.get("kw_ratio", 0.5)))
     except (TypeError, ValueError) as err:
         raise QnasError(f"search space {source}: {err}") from None
     if len(space.input_shape) != 4 or min(space.input_shape) <= 0:
@@ -313,6 +411,11 @@ def space_from_dict(raw: dict, source: str = "<dict>") -> SearchSpace:
     if macro == "mbconv" and not (len(space.widths) == len(space.strides) == len(space.depths)):
         raise QnasError(f"search space {source}: widths, strides and depths need one entry per "
                         f"stage")
+    if space.kw_candidates and macro != "quadranet":
+        raise QnasError(f"search space {source}: KernelWarehouse candidates "
+                        f"({', '.join(space.kw_candidates)}) need the quadranet macro")
+    if not space.kw_ratio > 0:
+        raise QnasError(f"search space {source}: kw_ratio must be positive, got {space.kw_ratio}")
     for slot in space.layers:
         if len(slot.ops) < 2:
             raise QnasError(f"search space {source}: layer {slot.index} ({slot.name}) has "

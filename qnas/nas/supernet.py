@@ -12,6 +12,10 @@ A :class:`MixedOp` holds the candidates allowed at its layer and runs
 α is one [layers × candidates] parameter; candidates not allowed at a layer are masked out of
 the softmax (``mask``). ``child(ops)`` builds the plain child network (the same class the space
 builds) and copies the supernet's weights into it.
+
+KernelWarehouse candidates (``k3e2kw``, …) of one stage share the stage's warehouse, held at
+network level (``net.kw.warehouses.stage<s>``, the path a child QuadraNet uses) and sized for
+the stage's maximal architecture in both, so the child state dict loads strictly.
 """
 from __future__ import annotations
 
@@ -66,22 +70,35 @@ class Supernet(nn.Module):
         space: the search space.
         num_classes: classifier width (the dataset's).
         alpha_init_std: α ~ N(0, std²) (ProxylessNAS: 1e-3).
+        layer_scale_init: γ init of the candidate blocks (QuadraNet macro only; None: the
+            block's default, the paper's 1e-6).
     """
 
     def __init__(self, space: SearchSpace, num_classes: int, alpha_init_std: float = 1e-3,
-                 **net_kwargs):
+                 layer_scale_init: float | None = None, **net_kwargs):
         super().__init__()
         self.space = space
         self.num_classes = num_classes
+        block_kwargs = {}
+        if layer_scale_init is not None and space.macro == "quadranet":
+            block_kwargs["layer_scale_init"] = layer_scale_init
+            net_kwargs["layer_scale_init"] = layer_scale_init
         self.net = space.build_child(space.smallest_ops(), num_classes=num_classes,
                                      keep_identity=True, **net_kwargs)
+        # KernelWarehouse candidates: the kw candidates of a stage share one warehouse, sized
+        # for the stage's maximal architecture (space.kw_plan), as every child's is
+        kw = space.kw_manager()
         mixed = []
         for slot in space.layers:
             op = MixedOp(slot.index, space.candidates,
-                         {name: space.build_layer_op(slot, name) for name in slot.ops})
+                         {name: space.build_layer_op(slot, name, kw=kw, **block_kwargs)
+                          for name in slot.ops})
             op.apply(type(self.net)._init_weights)
             self.net.stages[slot.stage][slot.position] = op
             mixed.append(op)
+        if kw is not None:
+            kw.allocate()
+            self.net.kw = kw        # where the child's QuadraNet holds its warehouses
         self._mixed = tuple(mixed)            # not registered twice: they live in self.net
         self.register_buffer("mask", space.allowed_mask(), persistent=False)
         self.alpha = nn.Parameter(torch.randn(space.num_layers, len(space.candidates))
@@ -147,12 +164,15 @@ class Supernet(nn.Module):
         ops = self.space.check_ops(ops)
         paths = self.space.child_layer_paths(ops, keep_identity)
         prefixes = {self.space.layer_path(l) + ".": l for l in range(len(ops))}
+        kw_groups = self.space.kw_groups(ops)
         state = {}
         for name, value in self.net.state_dict().items():
             parts = name.split(".")
             prefix = ".".join(parts[:3]) + "."
             layer = prefixes.get(prefix) if parts[0] == "stages" else None
             if layer is None:
+                if parts[:2] == ["kw", "warehouses"] and parts[2] not in kw_groups:
+                    continue        # a stage warehouse the child does not use (no kw op there)
                 state[name] = value
                 continue
             # stages.<s>.<p>.candidates.<op>.<rest>

@@ -220,6 +220,9 @@ class MeasuredPredictor:
         return self._cache[key]
 
     def predict(self, module: nn.Module, input_shape: Sequence[int]) -> Prediction:
+        from .kernels import decompose
+
+        kernels = decompose(module, tuple(input_shape))   # also: a wrong shape is a clear error
         timing = self.measure(module, input_shape)
         total = timing.median_ms
         return Prediction(
@@ -227,7 +230,7 @@ class MeasuredPredictor:
             known_error=(f"{self.known_error}; this measurement: median of "
                          f"{len(timing.samples_ms)} rounds × {timing.number} call(s), "
                          f"IQR {100 * timing.spread:.0f}% of the median"),
-            kernels=_shared_breakdown(module, input_shape, total))
+            kernels=_shared_breakdown(kernels, total))
 
 
 def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
@@ -239,12 +242,8 @@ def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
     return module.to(device) if not params else module
 
 
-def _shared_breakdown(module: nn.Module, input_shape: Sequence[int],
-                      total_ms: float) -> pd.DataFrame:
+def _shared_breakdown(kernels: Sequence, total_ms: float) -> pd.DataFrame:
     """The measured total shared over qnas's kernels in proportion to a roofline weight."""
-    from .kernels import decompose
-
-    kernels = decompose(module, tuple(input_shape))
     weights = [k.flops / _SHARE_FLOPS_PER_S + k.bytes / _SHARE_BYTES_PER_S + _SHARE_OVERHEAD_S
                for k in kernels]
     norm = sum(weights) or 1.0

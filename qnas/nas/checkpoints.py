@@ -1,0 +1,120 @@
+"""Checkpoints that survive faults: atomic, checksummed, the last two kept.
+
+A run folder holds ``checkpoint-<step>.pt`` files (plain ``torch.save`` archives, ``step`` = the
+weight steps done, zero-padded so names sort by age) and, next to each, ``<name>.sha256`` with
+its SHA-256. Both are written through a temporary file + ``os.replace``; the checksum is written
+AFTER the checkpoint, so a checkpoint without a matching checksum was never completed (or was
+damaged later). :meth:`CheckpointStore.load_latest` takes the newest checkpoint that verifies
+and loads, warns about every newer one it had to skip, and falls back to the previous one.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import QnasError
+from .files import save_torch_atomic, write_text_atomic
+
+_NAME = re.compile(r"^(?P<prefix>.+)-(?P<step>\d{8})\.pt$")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def verify(path: Path) -> str | None:
+    """None when ``path`` exists and matches its checksum, else why not (one phrase)."""
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    sidecar = checksum_path(path)
+    if not sidecar.exists():
+        return "no checksum (the write did not complete)"
+    recorded = sidecar.read_text().split()
+    if not recorded or sha256_of(path) != recorded[0]:
+        return "checksum mismatch (truncated or corrupt)"
+    return None
+
+
+def load_verified(path: str | Path) -> dict:
+    """``torch.load`` a checkpoint after checking its checksum (when it has one).
+
+    A checkpoint from before checksums (no sidecar) is loaded as it is."""
+    path = Path(path)
+    if not path.exists():
+        raise QnasError(f"checkpoint {path} does not exist")
+    if checksum_path(path).exists():
+        problem = verify(path)
+        if problem:
+            raise QnasError(f"checkpoint {path} is damaged: {problem}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 -- a truncated or foreign file
+        raise QnasError(f"{path} is not a readable checkpoint ({type(err).__name__})") from None
+
+
+class CheckpointStore:
+    """Rotating checkpoints ``<prefix>-<step>.pt`` in ``folder`` (newest ``keep`` kept)."""
+
+    def __init__(self, folder: str | Path, prefix: str = "checkpoint", keep: int = 2):
+        if keep < 1:
+            raise ValueError("keep at least one checkpoint")
+        self.folder, self.prefix, self.keep = Path(folder), prefix, keep
+
+    def path_for(self, step: int) -> Path:
+        return self.folder / f"{self.prefix}-{int(step):08d}.pt"
+
+    def paths(self) -> list[Path]:
+        """Checkpoint files of this store, newest first."""
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for path in self.folder.iterdir():
+            match = _NAME.match(path.name)
+            if match and match.group("prefix") == self.prefix:
+                found.append((int(match.group("step")), path))
+        return [path for _, path in sorted(found, reverse=True)]
+
+    def exists(self) -> bool:
+        return bool(self.paths())
+
+    def save(self, state: dict, step: int) -> Path:
+        """Write ``state`` as the checkpoint of ``step`` (atomic + checksum), then drop all but
+        the newest ``keep``."""
+        path = save_torch_atomic(state, self.path_for(step))
+        write_text_atomic(checksum_path(path), f"{sha256_of(path)}  {path.name}\n")
+        for old in self.paths()[self.keep:]:
+            old.unlink(missing_ok=True)
+            checksum_path(old).unlink(missing_ok=True)
+        return path
+
+    def load_latest(self, warn: Callable[[str], None] | None = None) -> tuple[dict, Path]:
+        """The newest checkpoint that verifies and loads; warns about each newer one skipped.
+        Raises :class:`QnasError` when none is usable."""
+        warn = warn or (lambda message: None)
+        problems = []
+        for path in self.paths():
+            problem = verify(path)
+            if problem is None:
+                try:
+                    return torch.load(path, map_location="cpu", weights_only=False), path
+                except Exception as err:  # noqa: BLE001
+                    problem = f"unreadable ({type(err).__name__})"
+            problems.append(f"{path.name}: {problem}")
+            warn(f"warning: skipping checkpoint {path} ({problem}); trying the previous one")
+        if problems:
+            raise QnasError(f"no usable checkpoint in {self.folder} ({'; '.join(problems)}); "
+                            f"start again without --resume in a new --out")
+        raise QnasError(f"no checkpoint in {self.folder}; run without --resume to start")
