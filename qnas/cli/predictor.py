@@ -47,12 +47,23 @@ def _devices_from_option(device: str) -> list[str]:
 @click.option("--top", default=10, show_default=True, type=click.IntRange(min=0),
               help="Show the N most expensive kernels per device (0: none).")
 @click.option("--num-classes", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--measure", is_flag=True,
+              help="MODEL is a best.json: also time its exported child on this host (PyTorch "
+                   "and onnxruntime) beside the host-cpu predictions.")
+@click.option("--repeats", default=None, type=click.IntRange(min=1),
+              help="With --measure: timed rounds per runtime (median)  [default: 20]")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="With --measure: intra-op threads of PyTorch and onnxruntime  [default: 1, "
+                   "or $QNAS_HOST_THREADS]")
 def latency_command(model_spec: str | None, model_option: str | None, device: str,
-                    input_shape: str, top: int, num_classes: int) -> None:
-    """Predicted latency of MODEL on each device, with its source and known error."""
+                    input_shape: str, top: int, num_classes: int, measure: bool,
+                    repeats: int | None, threads: int | None) -> None:
+    """Predicted latency of MODEL on each device, with its source and known error.
+
+    MODEL may be a best.json (its child at its input shape); with --measure the exported
+    child is also timed here."""
     from ..errors import QnasError
     from ..predictors.kernels import parse_input_shape
-    from ..predictors.registry import device_info, get, model_from_spec
 
     if model_spec and model_option and model_spec != model_option:
         raise QnasError(f"give the model once: either MODEL ({model_spec}) or --model "
@@ -61,6 +72,12 @@ def latency_command(model_spec: str | None, model_option: str | None, device: st
     if not spec:
         raise QnasError("name a model, e.g. 'qnas latency --model quadranet_t' or "
                         "'qnas latency resnet18 --device cortexA76'")
+    if measure and not spec.endswith(".json"):
+        raise QnasError(f"--measure times the exported child of a best.json on this host; give "
+                        f"MODEL as a best.json (e.g. 'qnas latency runs/<name>/best.json "
+                        f"--measure'), not {spec!r}")
+    if not measure and (repeats is not None or threads is not None):
+        raise QnasError("--repeats and --threads only apply with --measure")
     if input_shape is None and spec.endswith(".json"):
         from ..nas.best import load_best
 
@@ -68,9 +85,47 @@ def latency_command(model_spec: str | None, model_option: str | None, device: st
     shape = parse_input_shape(input_shape or "1x3x224x224")
     devices = _devices_from_option(device)
     explicit = device.strip().lower() != "all"
+    if measure:
+        # host-cpu is answered beside the measurements, on the very module timed
+        devices = [name for name in devices if name != "host-cpu"]
+        if devices:
+            _predict_and_report(spec, devices, explicit, shape, top, num_classes)
+        _measure_and_report(spec, shape, repeats, threads)
+        return
+    _predict_and_report(spec, devices, explicit, shape, top, num_classes)
+
+
+def _measure_and_report(spec: str, shape: tuple, repeats: int | None,
+                        threads: int | None) -> None:
+    from ..deploy.measure import DEFAULT_REPEATS, measure_best
+
+    result = measure_best(spec, shape, repeats=repeats or DEFAULT_REPEATS, threads=threads)
+    click.echo(f"\n{spec} measured on this host at {'x'.join(map(str, result.input_shape))}, "
+               f"{result.threads} thread(s)\n  {result.child}")
+    frame = result.table.copy()
+    frame["latency_ms"] = frame["latency_ms"].map("{:.4g}".format)
+    frame["rel_to_pytorch"] = frame["rel_to_pytorch"].map(
+        lambda v: "" if pd.isna(v) else f"{v:+.1%}")
+    for column in ("repeats", "calls_per_round", "threads"):
+        frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else str(int(v)))
+    click.echo(_table(frame))
+    error = result.prediction_error()
+    if error == error:
+        click.echo(f"host-cpu table sum vs measured PyTorch: {error:+.1%} relative error")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+
+
+def _predict_and_report(spec: str, devices: list[str], explicit: bool, shape: tuple, top: int,
+                        num_classes: int) -> None:
+    from ..errors import QnasError
+    from ..predictors.kernels import decompose
+    from ..predictors.registry import device_info, get, model_from_spec
+
     # analytic backends only need shapes (meta device); a measured one needs real weights
     measured = any(device_info(name).kind == "measured" for name in devices)
     model = model_from_spec(spec, num_classes=num_classes, meta=not measured)
+    decompose(model, shape)          # a shape the model cannot run is one error, not one per device
 
     rows, predictions = [], []
     for name in devices:
