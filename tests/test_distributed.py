@@ -73,3 +73,42 @@ def test_only_rank_zero_writes_and_reports(runs):
     assert not [p for p in (root / "ddp").iterdir() if p.name.endswith(".tmp")]
     # the final report is printed once, not once per rank
     assert result.stdout.count("best.json:") == 1
+
+
+MIXED_OPS = ["k3e2", "k5e2", "identity", "k5e2"]
+
+
+def test_retrain_with_two_processes_matches_one_process(runs, tmp_path):
+    """DDP retraining (2 × 16 images a step) against one process (32 a step): the same
+    weights and top-1. DropPath is off: its masks are drawn per rank (seed + rank)."""
+    from qnas.train import RetrainConfig, retrain
+
+    root, _, _ = runs
+    raw = json.loads((root / "ddp" / "best.json").read_text())
+    raw["ops"] = MIXED_OPS
+    raw["supernet_checkpoint"] = str(root / "ddp" / raw["supernet_checkpoint"])
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps(raw))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "qnas", "retrain",
+         str(best), "--data", "digits", "--epochs", "1", "--batch-size", "16",
+         "--drop-path", "0", "--out", str(tmp_path / "ddp"), "--quiet"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("validation top-1") == 1          # rank 0 reports
+    before = torch.get_num_threads()
+    try:
+        single = retrain(best, RetrainConfig(epochs=1, batch_size=32, drop_path_rate=0.0,
+                                             threads=1), out=tmp_path / "single")
+    finally:
+        torch.set_num_threads(before)
+    ddp = json.loads((tmp_path / "ddp" / "retrain.json").read_text())
+    assert ddp["val_top1"] == pytest.approx(single.top1)
+    a = torch.load(CheckpointStore(tmp_path / "ddp", prefix="last").paths()[0],
+                   weights_only=False)
+    b = torch.load(single.last_path, weights_only=False)
+    assert a["world_size"] == 2 and b["world_size"] == 1
+    for name, tensor in b["model"].items():
+        if tensor.is_floating_point():
+            assert torch.allclose(a["model"][name], tensor, atol=1e-4), name

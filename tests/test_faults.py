@@ -168,3 +168,41 @@ def test_elastic_restart_resumes_automatically(space, tmp_path, monkeypatch, sin
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
     with pytest.raises(QnasError, match="already holds a run"):
         search(config, out=out)
+
+
+def test_retrain_sigterm_mid_epoch_then_resume_ends_like_an_uninterrupted_run(space, reference,
+                                                                             tmp_path):
+    from qnas.train import RetrainConfig, retrain
+
+    raw = dict(reference)
+    raw["ops"] = ["k3e2", "k5e2", "identity", "k5e2"]
+    raw["supernet_checkpoint"] = "unused-by-scratch-init.pt"
+    best = tmp_path / "best.json"
+    best.write_text(json.dumps(raw))
+    config = dict(epochs=3, batch_size=32, threads=1)
+    before = torch.get_num_threads()
+    try:
+        uninterrupted = retrain(best, RetrainConfig(**config), out=tmp_path / "reference")
+    finally:
+        torch.set_num_threads(before)
+    out = tmp_path / "run"
+    process = _start(["retrain", str(best), "--epochs", "3", "--batch-size", "32",
+                      "--threads", "1", "--out", str(out), "--quiet"])
+    deadline = time.time() + 120
+    while not CheckpointStore(out, prefix="last").exists():
+        assert process.poll() is None and time.time() < deadline, process.communicate()[1]
+        time.sleep(0.02)
+    time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert not (out / "retrain.json").exists()
+    try:
+        resumed = retrain(best, RetrainConfig(**config), out=out, resume=True)
+    finally:
+        torch.set_num_threads(before)
+    assert resumed.top1 == uninterrupted.top1
+    a = torch.load(resumed.last_path, weights_only=False)["model"]
+    b = torch.load(uninterrupted.last_path, weights_only=False)["model"]
+    assert all(torch.equal(a[name], b[name]) for name in b)

@@ -17,6 +17,7 @@ from qnas.nas.best import SCHEMA_VERSION, load_best
 from qnas.nas.evaluator import epoch_loader, evaluate_top1
 from qnas.nas.search import load_supernet
 from qnas.train import RetrainConfig, load_retrained, retrain
+from qnas.nas.checkpoints import CheckpointStore
 from qnas.train.retrain import BEST, LAST, LOG, SUMMARY, _Run
 
 
@@ -53,8 +54,11 @@ def full_run(mixed_best, tmp_path_factory):
 def test_retrain_writes_checkpoints_log_and_summary(full_run):
     result = full_run
     assert result.finished and result.out.is_dir()
-    for name in (LAST, BEST, LOG, SUMMARY):
+    for name in (BEST, LOG, SUMMARY):
         assert (result.out / name).exists(), name
+    newest, previous = CheckpointStore(result.out, prefix=LAST).paths()   # the newest two
+    assert newest == result.last_path and previous.name < newest.name
+    assert (result.out / (result.last_path.name + ".sha256")).exists()
     log = pd.read_csv(result.out / LOG)
     assert list(log["epoch"]) == [1, 2]
     for column in ("train_loss", "val_top1", "ema_top1", "lr", "seconds"):
@@ -98,7 +102,7 @@ def test_resume_after_one_epoch_ends_like_an_uninterrupted_run(full_run, mixed_b
     assert second.top1 == full_run.top1 and second.ema_top1 == full_run.ema_top1
     columns = ["epoch", "lr", "train_loss", "train_top1", "val_top1", "ema_top1"]
     pd.testing.assert_frame_equal(second.log[columns], full_run.log[columns])
-    resumed = torch.load(out / LAST, weights_only=False)
+    resumed = torch.load(CheckpointStore(out, prefix=LAST).paths()[0], weights_only=False)
     uninterrupted = torch.load(full_run.last_path, weights_only=False)
     for part in ("model", "ema"):
         for name, value in uninterrupted[part].items():
@@ -153,7 +157,7 @@ def test_cifar10_folder(tiny_search, tmp_path, capsys):
     summary = json.loads((out / SUMMARY).read_text())
     assert summary["dataset"] == "cifar10" and summary["train_size"] == 120
     assert summary["config"]["augment"] is True          # the CIFAR recipe: crop + flip
-    assert (out / LAST).exists() and (out / BEST).exists()
+    assert CheckpointStore(out, prefix=LAST).exists() and (out / BEST).exists()
 
 
 def test_default_out_folder_is_next_to_best_json(tiny_search, tmp_path):
@@ -161,7 +165,7 @@ def test_default_out_folder_is_next_to_best_json(tiny_search, tmp_path):
     best.parent.mkdir()
     shutil.copy(tiny_search.best_path, best)
     result = retrain(best, tiny(epochs=1))
-    assert result.out == best.parent / "retrain" and (result.out / LAST).exists()
+    assert result.out == best.parent / "retrain" and result.last_path.exists()
 
 
 def test_the_recipe_is_adamw_cosine_smoothing_and_clipping(tiny_search):

@@ -16,7 +16,7 @@ from . import cli
               help="Fresh weights, or the supernet's weights of the chosen ops.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Run folder  [default: <best.json's folder>/retrain]")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest good checkpoint.")
 @click.option("--batch-size", default=None, type=int, help="Batch size  [default: 64]")
 @click.option("--lr", default=None, type=float,
               help="Base learning rate at batch 4096; AdamW uses lr × batch/4096  "
@@ -37,9 +37,10 @@ from . import cli
 def retrain_command(best_json, epochs, data, init, out, resume, batch_size, lr, resolution, seed,
                     ema, drop_path, stop_after, threads, quiet) -> None:
     """Train the child of BEST_JSON (from 'qnas search') with the paper's recipe; report its
-    validation top-1 and write last.pt, best.pt, retrain_log.csv and retrain.json."""
+    validation top-1 and write last-<step>.pt, best.pt, retrain_log.csv and retrain.json."""
     from tqdm.auto import tqdm
 
+    from ..nas.distributed import is_main
     from ..train import RetrainConfig, retrain
 
     settings = dict(data=data, init=init, seed=seed, ema=ema, resolution=resolution,
@@ -49,6 +50,8 @@ def retrain_command(best_json, epochs, data, init, out, resume, batch_size, lr, 
             settings[key] = value
     result = retrain(best_json, RetrainConfig(**settings), out=out, resume=resume,
                      progress=not quiet, echo=tqdm.write, stop_after_epochs=stop_after)
+    if not is_main():               # under torchrun only rank 0 reports
+        return
     if not result.finished:
         click.echo(f"stopped after epoch {len(result.log)}; continue with: qnas retrain "
                    f"{best_json} ... --out {result.out} --resume")

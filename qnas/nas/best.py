@@ -69,10 +69,15 @@ class BestArch:
         return self.space.build_child(self.ops, num_classes=num_classes, **kwargs)
 
 
+def best_record(record: dict) -> dict:
+    """``record`` (see module doc) with the schema, its version and the qnas version first."""
+    return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "qnas_version": __version__,
+            **record}
+
+
 def write_best(path: str | Path, record: dict) -> Path:
-    """Write ``record`` (see module doc) atomically; fills schema, version and qnas version."""
-    record = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "qnas_version": __version__,
-              **record}
+    """Write :func:`best_record` of ``record`` atomically."""
+    record = best_record(record)
     path = Path(path)
     write_text_atomic(path, json.dumps(record, indent=2, sort_keys=False) + "\n")
     return path

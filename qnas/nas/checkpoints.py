@@ -65,6 +65,13 @@ def load_verified(path: str | Path) -> dict:
         raise QnasError(f"{path} is not a readable checkpoint ({type(err).__name__})") from None
 
 
+def save_verified(state: dict, path: str | Path) -> Path:
+    """``torch.save`` atomically, then its checksum sidecar (see the module doc)."""
+    path = save_torch_atomic(state, path)
+    write_text_atomic(checksum_path(path), f"{sha256_of(path)}  {path.name}\n")
+    return path
+
+
 class CheckpointStore:
     """Rotating checkpoints ``<prefix>-<step>.pt`` in ``folder`` (newest ``keep`` kept)."""
 
@@ -93,8 +100,7 @@ class CheckpointStore:
     def save(self, state: dict, step: int) -> Path:
         """Write ``state`` as the checkpoint of ``step`` (atomic + checksum), then drop all but
         the newest ``keep``."""
-        path = save_torch_atomic(state, self.path_for(step))
-        write_text_atomic(checksum_path(path), f"{sha256_of(path)}  {path.name}\n")
+        path = save_verified(state, self.path_for(step))
         for old in self.paths()[self.keep:]:
             old.unlink(missing_ok=True)
             checksum_path(old).unlink(missing_ok=True)

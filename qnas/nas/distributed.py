@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -46,6 +47,9 @@ def init(timeout_minutes: float = 30.0) -> bool:
         return False
     if not dist.is_available():
         raise QnasError("this torch build has no torch.distributed; run without torchrun")
+    # DDP warns when a 1×1 conv's weight gradient comes back with channels-last strides: the
+    # dims involved have size 1, the layouts hold the same numbers; nothing to act on
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))

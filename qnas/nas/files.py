@@ -11,7 +11,7 @@ import torch
 
 from ..predictors.base import write_text_atomic
 
-__all__ = ["write_text_atomic", "save_torch_atomic", "write_csv_atomic"]
+__all__ = ["write_text_atomic", "save_torch_atomic", "write_csv_atomic", "check_writable_folder"]
 
 
 def _atomic(path: Path, write) -> Path:
@@ -37,3 +37,19 @@ def save_torch_atomic(obj, path: str | os.PathLike) -> Path:
 def write_csv_atomic(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """``frame.to_csv(path, index=False)`` atomically."""
     return _atomic(Path(path), lambda temporary: frame.to_csv(temporary, index=False))
+
+
+def check_writable_folder(out: str | os.PathLike) -> None:
+    """Refuse (one line) an output folder that cannot be created or written — before any work
+    is done, so that a refused run leaves nothing behind."""
+    from ..errors import QnasError
+
+    out = Path(out)
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise QnasError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise QnasError(f"--out {out} is not writable (no write permission on {parent}); "
+                        f"choose another folder")

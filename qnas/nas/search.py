@@ -39,12 +39,13 @@ from .. import __version__
 from ..errors import Interrupted, QnasError
 from ..nn.kernelwarehouse import kw_layers, kw_temperature
 from . import distributed
-from .best import write_best
+from .best import best_record, write_best
 from .checkpoints import CheckpointStore, load_verified
 from .derive import Derived, argmax_choice, derive_architecture
 from .evaluator import (SearchData, epoch_loader, evaluate_top1, has_batchnorm,
                         recalibrate_batchnorm, search_data)
-from .files import save_torch_atomic, write_csv_atomic, write_text_atomic
+from .files import (check_writable_folder, save_torch_atomic, write_csv_atomic,
+                    write_text_atomic)
 from .latency import (LatencyLoss, TableView, entropy, expected_latency_ms, format_ms,
                       parse_latency, table_view)
 from .proxyless import ProxylessConfig, ProxylessStrategy
@@ -585,20 +586,8 @@ def _prepare_out(out: Path, resume: bool) -> bool:
     if store.exists():
         raise QnasError(f"{out} already holds a run ({store.paths()[0].name}); pass --resume to "
                         f"continue it or choose another --out")
-    _check_writable(out)
+    check_writable_folder(out)
     return False
-
-
-def _check_writable(out: Path) -> None:
-    """Refuse an --out that cannot be created or written, before any work is done."""
-    parent = out
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise QnasError(f"--out {out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise QnasError(f"--out {out} is not writable (no write permission on {parent}); "
-                        f"choose another folder")
 
 
 def training_threads(threads: int | None = None) -> int:
@@ -690,11 +679,11 @@ def search(config: SearchConfig, out: str | Path | None = None, resume: bool = F
                                 seconds=time.perf_counter() - started)
         derived, best = finish(run) if distributed.is_main() else (None, None)
     derived, best = distributed.broadcast_object((derived, best))
-    best_path = run.out / BEST
+    best, best_path = best_record(best), run.out / BEST
     if distributed.is_main():
         write_best(best_path, best)
     distributed.barrier()
-    return SearchResult(run.out, True, pd.DataFrame(run.rows), best_path, best | {}, derived,
+    return SearchResult(run.out, True, pd.DataFrame(run.rows), best_path, best, derived,
                         run.table, time.perf_counter() - started)
 
 

@@ -27,13 +27,16 @@ keeps the recipe's form — base lr at batch 4096, scaled linearly by batch/4096
 that ConvNeXt-style AdamW training commonly uses on small datasets). Pass ``lr=4e-3`` (``--lr
 4e-3``) for the paper's value. The run log states the effective lr.
 
-A run folder (default ``<best.json's folder>/retrain/``) holds ``last.pt`` (rewritten
-atomically after every epoch: model, optimiser, scheduler, EMA, epoch, RNG states, config, best
-top-1), ``best.pt`` (the same, at the epoch with the best validation top-1), ``retrain_log.csv``
-(one row per epoch) and, at the end, ``retrain.json`` (summary). ``resume=True`` continues from
-``last.pt`` and ends exactly like an uninterrupted run (same machine, same thread count): the
-batch order and the augmentation are pure functions of (seed, epoch) and the global RNG (DropPath)
-is restored. :func:`load_retrained` turns either ``.pt`` back into a network.
+A run folder (default ``<best.json's folder>/retrain/``) holds ``last-<step>.pt`` (after every
+epoch, and mid-epoch on SIGINT/SIGTERM; atomic, checksummed, the newest two kept — see
+:mod:`qnas.nas.checkpoints`: model, optimiser, scheduler, EMA, epoch/step, RNG states, config,
+best top-1), ``best.pt`` (the same, at the epoch with the best validation top-1),
+``retrain_log.csv`` (one row per epoch) and, at the end, ``retrain.json`` (summary).
+``resume=True`` continues from the newest good checkpoint and ends exactly like an uninterrupted
+run (same machine, same thread count, same number of processes): the batch order and the
+augmentation are pure functions of (seed, epoch) and the global RNG (DropPath) is restored.
+:func:`load_retrained` turns either ``.pt`` back into a network. Under ``torchrun`` the model is
+wrapped in DistributedDataParallel, each rank reads its shard, only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ import contextlib
 import json
 import math
 import random
+import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -56,10 +60,13 @@ from torch.utils.data import TensorDataset
 from .. import __version__
 from ..data import DatasetSplits, load_dataset
 from ..data.augment import FLIP_DATASETS, default_padding, random_shift_flip
-from ..errors import QnasError
+from ..errors import Interrupted, QnasError
+from ..nas import distributed
 from ..nas.best import BestArch, load_best
+from ..nas.checkpoints import CheckpointStore, load_verified, save_verified
 from ..nas.evaluator import epoch_loader, evaluate_top1, loader_seed
-from ..nas.files import save_torch_atomic, write_csv_atomic, write_text_atomic
+from ..nas.files import check_writable_folder, write_csv_atomic, write_text_atomic
+from ..nas.signals import StopOnSignals, signal_name
 
 PAPER_LR = 4e-3                 # the paper's base lr ...
 LR_REFERENCE_BATCH = 4096       # ... at this batch size; lr scales linearly with batch / 4096
@@ -69,8 +76,8 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_DROP_PATH = 0.1
 INITS = ("scratch", "inherit")
 
-LAST, BEST, LOG, SUMMARY = "last.pt", "best.pt", "retrain_log.csv", "retrain.json"
-RUN_FILES = (LAST, BEST, LOG, SUMMARY)
+LAST, BEST, LOG, SUMMARY = "last", "best.pt", "retrain_log.csv", "retrain.json"
+RUN_FILES = (BEST, LOG, SUMMARY)      # and last-<step>.pt (+ .sha256), the newest two
 CHECKPOINT_FORMAT = "qnas-retrain-checkpoint"
 FORMAT_VERSION = 1
 TRAIN_STREAM, VAL_STREAM, AUGMENT_STREAM = 10, 12, 13   # loader_seed streams (≠ the search's)
@@ -81,7 +88,7 @@ class RetrainConfig:
     """Everything that defines a retraining run (``threads`` only changes the speed).
 
     ``lr`` is the base learning rate at batch 4096; the optimiser uses
-    :attr:`effective_lr` = ``lr × batch_size / 4096``. ``resolution=None`` takes best.json's
+    :attr:`effective_lr` = ``lr × global batch / 4096`` (``batch_size`` per process × processes). ``resolution=None`` takes best.json's
     training resolution (``evaluation.resolution``); ``drop_path_rate=None`` takes 0.1 (0 for
     spaces without DropPath, like the mbconv macro); ``augment=None`` augments CIFAR-10 only.
     :meth:`resolved` fills these in.
@@ -153,9 +160,14 @@ class RetrainConfig:
                             f"imagefolder:PATH), got {self.data!r}")
 
     @property
+    def global_batch(self) -> int:
+        """Images per optimiser step: ``batch_size`` per process × processes (torchrun)."""
+        return self.batch_size * distributed.world_size()
+
+    @property
     def effective_lr(self) -> float:
-        """The optimiser's peak learning rate: ``lr × batch_size / 4096``."""
-        return self.lr * self.batch_size / LR_REFERENCE_BATCH
+        """The optimiser's peak learning rate: ``lr × global batch / 4096``."""
+        return self.lr * self.global_batch / LR_REFERENCE_BATCH
 
     def resolved(self, best: BestArch) -> "RetrainConfig":
         """A copy with the defaults that depend on best.json filled in."""
@@ -221,20 +233,27 @@ def default_out(best: BestArch) -> Path:
     return best.path.parent / "retrain"
 
 
-def _check_out(out: Path, resume: bool) -> Path | None:
+def _check_out(out: Path, resume: bool) -> bool:
+    """Check the run folder before any work; True when a checkpoint is to be resumed (also on
+    a restart by torchrun's elastic agent)."""
+    import os
+
     if out.exists() and not out.is_dir():
         raise QnasError(f"--out {out} is a file; pass a folder")
-    last = out / LAST
-    if resume:
-        if not last.exists():
-            raise QnasError(f"nothing to resume: {last} does not exist; run without --resume "
-                            f"to start")
-        return last
-    held = [name for name in RUN_FILES if (out / name).exists()]
+    store = CheckpointStore(out, prefix=LAST)
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+    if resume or (restarted and store.exists()):
+        if not store.exists():
+            raise QnasError(f"nothing to resume: {out} holds no {LAST}-*.pt checkpoint; run "
+                            f"without --resume to start")
+        return True
+    held = [name for name in RUN_FILES if (out / name).exists()] + \
+        [path.name for path in store.paths()]
     if held:
         raise QnasError(f"{out} already holds a retraining run ({', '.join(held)}); pass "
                         f"--resume to continue it or choose another --out")
-    return None
+    check_writable_folder(out)
+    return False
 
 
 def _inherited_weights(best: BestArch, model: nn.Module, num_classes: int) -> dict:
@@ -301,7 +320,8 @@ class _Run:
         from timm.scheduler import CosineLRScheduler
         from timm.utils import ModelEmaV3
 
-        self.best, self.config, self.data, self.out, self.echo = best, config, data, out, echo
+        self.best, self.config, self.data, self.out = best, config, data, out
+        self.echo = echo if distributed.is_main() else (lambda message: None)
         c = config
         torch.manual_seed(c.seed)
         self.model = best.build_child(num_classes=data.num_classes,
@@ -309,6 +329,21 @@ class _Run:
         _check_fits(self.model, data, best)
         if c.init == "inherit":
             _inherited_weights(best, self.model, data.num_classes)
+        from ..nas.search import train_device
+
+        self.device = train_device()
+        self.model.to(self.device)
+        # under torchrun: DDP averages the gradients (and broadcasts rank 0's initial weights)
+        self.train_model = self.model
+        if distributed.world_size() > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.store = CheckpointStore(out, prefix=LAST)
+        # the global RNG draws DropPath masks: one stream per rank (as timm's train.py seeds
+        # seed + rank), or every rank would drop the same samples of its shard
+        torch.manual_seed(c.seed + distributed.rank())
         self.steps_per_epoch = len(epoch_loader(data.train, c.batch_size, c.seed, 0,
                                                 TRAIN_STREAM))
         if self.steps_per_epoch == 0:
@@ -330,12 +365,17 @@ class _Run:
         # in-memory datasets get random translation (+ flips); ImageFolder has its transforms
         self.augment = c.augment and isinstance(data.train, TensorDataset)
         self.epoch = 0
+        self.step_in_epoch = 0            # optimiser steps done in the current epoch
+        self.sums = [0.0, 0.0, 0.0]       # loss·n, correct, n of the current epoch (all ranks)
         self.rows: list[dict] = []
         self.best_top1 = -1.0
         self.best_epoch = 0
 
     # --- one epoch ------------------------------------------------------------------------
-    def train_epoch(self, bar) -> dict:
+    def train_epoch(self, bar, stop: StopOnSignals | None = None) -> dict:
+        """Run (the rest of) the current epoch and validate; returns its log row. A stop
+        request (SIGINT/SIGTERM on any rank) saves a mid-epoch checkpoint and raises
+        :class:`Interrupted`; a non-finite loss raises :class:`QnasError`."""
         c, epoch = self.config, self.epoch
         started = time.perf_counter()
         self.model.train()
@@ -343,36 +383,60 @@ class _Run:
         generator = torch.Generator().manual_seed(loader_seed(c.seed, epoch, AUGMENT_STREAM))
         padding = default_padding(self.data.resolution)
         flip = self.data.name in FLIP_DATASETS
-        loss_sum, correct, count = 0.0, 0, 0
         for i, (images, labels) in enumerate(loader):
+            if self.augment:      # (also for skipped batches: the generator advances the same)
+                images = random_shift_flip(images, generator, padding, flip)
+            if i < self.step_in_epoch:          # done before a mid-epoch checkpoint
+                continue
             step = epoch * self.steps_per_epoch + i
             self.scheduler.step_update(step)
-            if self.augment:
-                images = random_shift_flip(images, generator, padding, flip)
+            images, labels = images.to(self.device), labels.to(self.device)
             loss, logits = self.train_step(images, labels, step)
-            loss_sum += loss.item() * len(labels)
-            correct += (logits.argmax(1) == labels).sum().item()
-            count += len(labels)
+            loss_sum, correct, count, stop_flag = distributed.all_reduce_sum(
+                [loss.item() * len(labels), (logits.argmax(1) == labels).sum().item(),
+                 len(labels), float(stop is not None and stop.requested is not None)])
+            if not math.isfinite(loss_sum):
+                raise QnasError(f"the training loss became {loss_sum / count} at epoch "
+                                f"{epoch + 1}, step {i + 1}: training diverged; "
+                                + (f"the last good checkpoint is {self.store.paths()[0]}; "
+                                   if self.store.exists() else "")
+                                + "try a lower --lr")
+            for index, value in enumerate((loss_sum, correct, count)):
+                self.sums[index] += value
+            self.step_in_epoch = i + 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(f"ep {epoch + 1}/{c.epochs} loss {loss.item():.3f}",
+                bar.set_postfix_str(f"ep {epoch + 1}/{c.epochs} loss {loss_sum / count:.3f}",
                                     refresh=False)
+            if stop_flag:
+                self.stop(stop)
+        loss_sum, correct, count = self.sums
         lr = self.optimizer.param_groups[0]["lr"]
         val_loader = self.val_loader()
+        parallel = distributed.is_initialized()
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / max(count, 1),
                "train_top1": 100.0 * correct / max(count, 1),
-               "val_top1": evaluate_top1(self.model, val_loader),
-               "ema_top1": (evaluate_top1(self.ema.module, val_loader)
+               "val_top1": evaluate_top1(self.model, val_loader, distributed=parallel),
+               "ema_top1": (evaluate_top1(self.ema.module, val_loader, distributed=parallel)
                             if self.ema is not None else float("nan"))}
         row["seconds"] = time.perf_counter() - started
         self.epoch += 1
+        self.step_in_epoch, self.sums = 0, [0.0, 0.0, 0.0]
         self.rows.append(row)
         return row
+
+    def stop(self, stop: StopOnSignals | None) -> None:
+        signum = (stop.requested if stop is not None and stop.requested is not None
+                  else signal.SIGTERM)      # another rank got the signal
+        path = self.save(improved=False)
+        raise Interrupted(f"stopped by {signal_name(signum)} at epoch {self.epoch + 1}, step "
+                          f"{self.step_in_epoch}; checkpoint {path}; resume with the same "
+                          f"command and --resume --out {self.out}", signum)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, step: int):
         """One optimiser step (loss with label smoothing, clipped gradients, AdamW, EMA);
         returns (loss, logits). The gradients stay on the parameters until the next step."""
-        logits = self.model(images)
+        logits = self.train_model(images)
         loss = self.criterion(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -403,24 +467,46 @@ class _Run:
             "num_classes": self.data.num_classes, "dataset": self.data.name,
             "resolution": self.data.resolution, "epoch": self.epoch,
             "steps": self.epoch * self.steps_per_epoch, "effective_lr": self.config.effective_lr,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": {k: v.cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                     "python": random.getstate()},
+            "step_in_epoch": self.step_in_epoch, "sums": list(self.sums),
+            "world_size": distributed.world_size(),
             "rows": list(self.rows), "best_top1": self.best_top1, "best_epoch": self.best_epoch,
             "weights": "ema" if self.ema is not None else "model",
         }
 
-    def save(self, improved: bool) -> None:
-        state = self.checkpoint()
-        if improved:
-            save_torch_atomic(state, self.out / BEST)
-        save_torch_atomic(state, self.out / LAST)
-        write_csv_atomic(pd.DataFrame(self.rows), self.out / LOG)
+    def save(self, improved: bool) -> Path:
+        """Rank 0 writes ``last-<step>.pt`` (and ``best.pt`` when ``improved``) with checksums
+        and the log; every rank waits. Returns the last checkpoint's path."""
+        steps = self.epoch * self.steps_per_epoch + self.step_in_epoch
+        path = self.store.path_for(steps)
+        if distributed.is_main():
+            state = self.checkpoint()
+            if improved:
+                save_verified(state, self.out / BEST)
+            path = self.store.save(state, steps)
+            if self.rows:
+                write_csv_atomic(pd.DataFrame(self.rows), self.out / LOG)
+        distributed.barrier()
+        return path
 
-    def restore(self, path: Path) -> None:
-        state = _read(path)
+    def restore(self) -> Path:
+        """Load the newest good ``last-*.pt`` (rank 0 reads, all ranks receive)."""
+        loaded = None
+        if distributed.is_main():
+            try:
+                loaded = self.store.load_latest(warn=self.echo)
+            except QnasError as err:
+                loaded = err
+        loaded = distributed.broadcast_object(loaded)
+        if isinstance(loaded, QnasError):
+            raise loaded
+        state, path = loaded
+        _check_state(state, path)
         if state["config"] != self.config.identity():
             changed = sorted(k for k in set(state["config"]) | set(self.config.identity())
                              if state["config"].get(k) != self.config.identity().get(k))
@@ -438,24 +524,18 @@ class _Run:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.rows = int(state["epoch"]), list(state["rows"])
+        self.step_in_epoch = int(state.get("step_in_epoch", 0))
+        self.sums = list(state.get("sums", [0.0, 0.0, 0.0]))
         self.best_top1, self.best_epoch = float(state["best_top1"]), int(state["best_epoch"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+        return path
 
 
-def _read(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise QnasError(f"{path} does not exist; pass a last.pt or best.pt written by "
-                        f"'qnas retrain'") from None
-    except Exception as err:  # noqa: BLE001 -- a truncated or foreign file
-        raise QnasError(f"{path} is not a readable qnas retraining checkpoint "
-                        f"({type(err).__name__})") from None
+def _check_state(state, path) -> dict:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise QnasError(f"{path} is not a qnas retraining checkpoint (last.pt / best.pt of "
+        raise QnasError(f"{path} is not a qnas retraining checkpoint (last-*.pt / best.pt of "
                         f"'qnas retrain')")
     if int(state.get("format_version", 0)) > FORMAT_VERSION:
         raise QnasError(f"{path} has checkpoint format {state['format_version']}, newer than "
@@ -463,8 +543,13 @@ def _read(path: str | Path) -> dict:
     return state
 
 
+def _read(path: str | Path) -> dict:
+    """A retraining checkpoint, checksum-verified."""
+    return _check_state(load_verified(path), path)
+
+
 def load_retrained(path: str | Path, ema: bool | None = None) -> nn.Module:
-    """The trained child of a ``last.pt`` / ``best.pt`` (eval mode, CPU). Needs no best.json
+    """The trained child of a ``last-*.pt`` / ``best.pt`` (eval mode, CPU). Needs no best.json
     and no YAML: the checkpoint carries its space and ops.
 
     ``ema=None`` returns the weights the run judged its top-1 on (the EMA's when the run kept
@@ -504,7 +589,7 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
         config: the recipe and data (default :class:`RetrainConfig`).
         out: run folder (default ``<best.json's folder>/retrain``). A folder that already holds
             a run is refused unless ``resume``.
-        resume: continue the run in ``out`` from ``last.pt``.
+        resume: continue the run in ``out`` from its newest good checkpoint.
         progress: show a tqdm bar; ``echo`` receives one line per epoch and messages.
         stop_after_epochs: run at most this many epochs in this call, then return with
             ``finished=False`` (resume later).
@@ -519,10 +604,13 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
     config = config if config is not None else RetrainConfig()
     if not isinstance(config, RetrainConfig):
         raise QnasError(f"config must be a RetrainConfig, got {type(config).__name__}")
+    distributed.init()
+    if not distributed.is_main():
+        echo = lambda message: None  # noqa: E731 -- only rank 0 reports
     best = load_best(best_path)
     config = config.resolved(best)
     out = Path(out) if out is not None else default_out(best)
-    last = _check_out(out, resume)
+    resuming = _check_out(out, resume)
     data = load_dataset(config.data, resolution=config.resolution, seed=config.seed)
     if stop_after_epochs is not None and (not isinstance(stop_after_epochs, int)
                                           or stop_after_epochs < 1):
@@ -530,35 +618,40 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
 
     with _threads(config.threads):
         run = _Run(best, config, data, out, echo)
-        if last is not None:
-            run.restore(last)
+        last = run.restore() if resuming else None
         params = sum(p.numel() for p in run.model.parameters())
         echo(f"retraining {best.space.describe_ops(best.ops)} ({params / 1e6:.2f}M params, "
              f"init {config.init}) on {data.name} at {config.resolution}px: "
              f"{len(data.train)} train / {len(data.val)} val images, {config.epochs} epochs × "
              f"{run.steps_per_epoch} steps")
         echo(f"AdamW lr {config.effective_lr:.3g} (base {config.lr:g} at batch "
-             f"{LR_REFERENCE_BATCH} × {config.batch_size}/{LR_REFERENCE_BATCH}), wd "
+             f"{LR_REFERENCE_BATCH} × {config.global_batch}/{LR_REFERENCE_BATCH}), wd "
              f"{config.weight_decay:g}, warm-up {config.warmup_epochs} epoch(s) then cosine, "
              f"clip {config.clip_grad}, smoothing {config.smoothing:g}, drop-path "
              f"{config.drop_path_rate:g}, EMA {'on' if config.ema else 'off'}, augmentation "
              f"{'on' if run.augment else 'off'}")
         if last is not None:
-            echo(f"resumed from {last} after epoch {run.epoch}")
+            echo(f"resumed from {last} at epoch {run.epoch + 1}"
+                 + (f", step {run.step_in_epoch}" if run.step_in_epoch else ""))
         remaining = config.epochs - run.epoch
         if stop_after_epochs is not None:
             remaining = min(remaining, stop_after_epochs)
-        bar = tqdm(total=run.total_steps, initial=run.epoch * run.steps_per_epoch, unit="step",
-                   desc="retrain", disable=not progress, dynamic_ncols=True, leave=False)
+        bar = tqdm(total=run.total_steps,
+                   initial=run.epoch * run.steps_per_epoch + run.step_in_epoch, unit="step",
+                   desc="retrain", disable=not progress or not distributed.is_main(),
+                   dynamic_ncols=True, leave=False)
         try:
-            for _ in range(remaining):
-                row = run.train_epoch(bar)
-                score = run.score(row)
-                improved = score > run.best_top1
-                if improved:
-                    run.best_top1, run.best_epoch = score, row["epoch"]
-                run.save(improved)
-                echo(_row_text(row, config.epochs))
+            with StopOnSignals() as stop:
+                for _ in range(remaining):
+                    row = run.train_epoch(bar, stop)
+                    score = run.score(row)
+                    improved = score > run.best_top1
+                    if improved:
+                        run.best_top1, run.best_epoch = score, row["epoch"]
+                    run.save(improved)
+                    echo(_row_text(row, config.epochs))
+                    if distributed.all_reduce_sum([float(stop.requested is not None)])[0]:
+                        run.stop(stop)
         finally:
             bar.close()
 
@@ -569,11 +662,13 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
         out=out, finished=finished, top1=float(last_row.get("val_top1", float("nan"))),
         best_top1=run.best_top1, best_epoch=run.best_epoch,
         ema_top1=float(last_row["ema_top1"]) if config.ema and last_row else None,
-        seconds=time.perf_counter() - started, last_path=out / LAST, best_path=out / BEST,
+        seconds=time.perf_counter() - started,
+        last_path=run.store.paths()[0] if run.store.exists() else run.store.path_for(0),
+        best_path=out / BEST,
         log_path=out / LOG, summary_path=None, log=log, config=config,
         effective_lr=config.effective_lr, dataset=data.name, val_size=len(data.val),
         params=params)
-    if finished:
+    if finished and distributed.is_main():
         result.summary_path = _write_summary(result, best, run)
     return result
 
@@ -602,7 +697,7 @@ def _write_summary(result: RetrainResult, best: BestArch, run: _Run) -> Path:
         "effective_lr": result.effective_lr,
         "train_seconds": float(sum(row["seconds"] for row in run.rows)),
         "config": result.config.as_dict(),
-        "checkpoints": {"last": LAST, "best": BEST}, "log": LOG,
+        "checkpoints": {"last": result.last_path.name, "best": BEST}, "log": LOG,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     return write_text_atomic(result.out / SUMMARY, json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,463 @@
+"""Experiment files: load and validate ``experiments/*.yaml``.
+
+An experiment YAML is the single source of truth for one of the paper's tables: its budgets,
+devices, spaces, epochs and data live there and nowhere in the code. Three kinds:
+
+``blocks``    Table II — block memory and throughput (``qnas bench blocks``)::
+
+                  kind: blocks
+                  bench: {channels: [64, 128], layers: 24, batch: 4, ...}   # BlockBenchConfig
+                  quadraconv: true                 # also QuadraConv2d vs three convs
+
+``nas``       Table III — hardware-aware search per (device, budget) and space::
+
+                  kind: nas
+                  data: digits
+                  resolution: 32
+                  spaces: [quadranet, proxyless_mbconv]    # names or YAML paths
+                  targets: [{device: cortexA76, latency: 300ms}, ...]
+                  search: {epochs: 10, warmup_epochs: 6, ...}  # SearchConfig fields
+                  retrain_epochs: 0                # > 0: also retrain each child that long
+                  retrain: {...}                   # RetrainConfig fields (optional)
+
+``ablation``  Table IV — QuadraNet with every block at kernel k, trained from scratch::
+
+                  kind: ablation
+                  data: digits
+                  resolution: 32
+                  width: 32
+                  depths: [2, 2, 6, 2]
+                  expansion: 4
+                  kernels: [3, 5, 7, 9]
+                  devices: [cortexA76, myriadvpu, a100]
+                  train: {epochs: 10, ...}         # RetrainConfig fields
+
+Every kind takes ``name`` (default: the file's stem), ``description`` and ``seed``. Relative
+space paths are resolved against the YAML's folder. :func:`load_experiment` refuses (one-line
+:class:`QnasError`) unknown kinds, unknown or missing keys, unknown devices and spaces, and
+values the underlying configs refuse — before anything is run or written.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import QnasError
+from ..resources import data_dir
+
+KINDS = ("blocks", "nas", "ablation")
+COMMON_KEYS = {"kind", "name", "description", "seed"}
+KIND_KEYS = {
+    "blocks": {"bench", "quadraconv"},
+    "nas": {"data", "resolution", "spaces", "targets", "search", "retrain_epochs", "retrain"},
+    "ablation": {"data", "resolution", "width", "depths", "expansion", "kernels", "devices",
+                 "input_shape", "train", "seeds"},
+}
+REQUIRED_KEYS = {
+    "blocks": set(),
+    "nas": {"spaces", "targets"},
+    "ablation": {"width", "depths", "kernels", "devices"},
+}
+# overrides a command line may give, and the kinds each applies to
+OVERRIDES = {"data": ("nas", "ablation"), "epochs": ("nas", "ablation"),
+             "warmup_epochs": ("nas",), "retrain_epochs": ("nas",)}
+# SearchConfig fields an experiment sets itself (not under ``search:``)
+_SEARCH_OWN = {"device", "latency", "space", "data", "resolution", "seed", "supernet",
+               "lut_cache_dir"}
+# RetrainConfig fields an experiment sets itself (not under ``retrain:`` / ``train:``)
+_RETRAIN_OWN = {"data", "resolution", "seed", "init", "epochs"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One (device, budget) of a ``nas`` experiment."""
+
+    device: str
+    latency_ms: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.device}-{self.latency_ms:g}ms"
+
+
+@dataclass
+class BlocksSettings:
+    bench: dict                      # BlockBenchConfig keyword arguments
+    quadraconv: bool = True
+
+
+@dataclass
+class NasSettings:
+    data: str
+    resolution: int
+    spaces: list[str]                # names or resolved YAML paths, as load_space takes them
+    space_names: list[str]
+    targets: list[Target]
+    search: dict                     # SearchConfig keyword arguments (optim merged, as a dict)
+    retrain_epochs: int = 0
+    retrain: dict = field(default_factory=dict)
+
+    @property
+    def devices(self) -> list[str]:
+        return list(dict.fromkeys(t.device for t in self.targets))
+
+
+@dataclass
+class AblationSettings:
+    data: str
+    resolution: int
+    width: int
+    depths: list[int]
+    expansion: int | float
+    kernels: list[int]
+    devices: list[str]
+    input_shape: list[int]
+    train: dict                      # RetrainConfig keyword arguments (epochs included)
+    seeds: list[int]
+
+
+@dataclass
+class Experiment:
+    """A loaded, validated experiment file (overrides applied)."""
+
+    path: Path
+    name: str
+    kind: str
+    description: str
+    seed: int
+    settings: Any                    # BlocksSettings | NasSettings | AblationSettings
+    raw: dict                        # the YAML with the overrides applied (written to the run)
+    overrides: dict = field(default_factory=dict)
+
+
+# --- finding files --------------------------------------------------------------------------------
+
+def experiments_dir() -> Path:
+    return data_dir("experiments")
+
+
+def list_experiments() -> list[dict]:
+    """``[{name, kind, description, path}]`` of the shipped experiment files."""
+    out = []
+    for path in sorted(experiments_dir().glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            raw = {}
+        raw = raw if isinstance(raw, dict) else {}
+        out.append({"name": str(raw.get("name", path.stem)), "kind": str(raw.get("kind", "?")),
+                    "description": str(raw.get("description", "")), "path": path})
+    return out
+
+
+def find_experiment(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a shipped experiment (``table3`` → experiments/table3.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.exists():
+        raise QnasError(f"{path} is not a file; pass an experiment YAML or one of: "
+                        f"{', '.join(e['path'].stem for e in list_experiments())}")
+    shipped = experiments_dir() / f"{Path(str(name_or_path)).stem}.yaml"
+    if path.suffix in ("", ".yaml", ".yml") and len(path.parts) == 1 and shipped.is_file():
+        return shipped
+    raise QnasError(f"experiment {name_or_path} not found; pass a YAML file or one of: "
+                    f"{', '.join(e['path'].stem for e in list_experiments())}")
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+def load_experiment(name_or_path: str | Path, overrides: dict | None = None) -> Experiment:
+    """Read and validate an experiment YAML; ``overrides`` (``data``, ``epochs``,
+    ``warmup_epochs``, ``retrain_epochs``; None values ignored) replace the file's values."""
+    path = find_experiment(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise QnasError(f"experiment {path} is not valid YAML: "
+                        f"{str(err).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise QnasError(f"cannot read experiment {path} ({type(err).__name__})") from None
+    return experiment_from_dict(raw, path, overrides)
+
+
+def experiment_from_dict(raw: Any, path: str | Path = "<dict>",
+                         overrides: dict | None = None) -> Experiment:
+    path = Path(path)
+    where = f"experiment {path}"
+    if not isinstance(raw, dict):
+        raise QnasError(f"{where} must be a YAML mapping with a 'kind' "
+                        f"({', '.join(KINDS)})")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise QnasError(f"{where}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    allowed = COMMON_KEYS | KIND_KEYS[kind]
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise QnasError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} for kind "
+                        f"'{kind}'; known keys: {', '.join(sorted(allowed))}")
+    missing = sorted(REQUIRED_KEYS[kind] - set(raw))
+    if missing:
+        raise QnasError(f"{where}: missing key(s) {', '.join(map(repr, missing))} (kind "
+                        f"'{kind}' needs {', '.join(sorted(REQUIRED_KEYS[kind]))})")
+    raw = copy.deepcopy(raw)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _apply_overrides(raw, kind, overrides, where)
+
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise QnasError(f"{where}: name must be a non-empty string without '/', got {name!r}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise QnasError(f"{where}: description must be a string")
+    seed = _int(raw.get("seed", 0), "seed", where, low=0)
+    base = path.parent
+    if kind == "blocks":
+        settings = _blocks(raw, where)
+    elif kind == "nas":
+        settings = _nas(raw, seed, base, where)
+    else:
+        settings = _ablation(raw, seed, where)
+    return Experiment(path=path, name=name.strip(), kind=kind, description=description.strip(),
+                      seed=seed, settings=settings, raw=raw, overrides=overrides)
+
+
+def _apply_overrides(raw: dict, kind: str, overrides: dict, where: str) -> None:
+    for key, value in overrides.items():
+        if key not in OVERRIDES:
+            raise QnasError(f"unknown override {key!r}; known: {', '.join(OVERRIDES)}")
+        if kind not in OVERRIDES[key]:
+            option = "--" + key.replace("_", "-")
+            raise QnasError(f"{where} is a '{kind}' experiment: {option} applies only to "
+                            f"{' and '.join(OVERRIDES[key])} experiments")
+        if key == "data":
+            raw["data"] = value
+        elif kind == "nas" and key in ("epochs", "warmup_epochs"):
+            raw.setdefault("search", {})
+            if not isinstance(raw["search"], dict):
+                raise QnasError(f"{where}: 'search' must be a mapping of search settings")
+            raw["search"][key] = value
+        elif key == "retrain_epochs":
+            raw["retrain_epochs"] = value
+        elif kind == "ablation" and key == "epochs":
+            raw.setdefault("train", {})
+            if not isinstance(raw["train"], dict):
+                raise QnasError(f"{where}: 'train' must be a mapping of training settings")
+            raw["train"]["epochs"] = value
+
+
+# --- value checks -------------------------------------------------------------------------------------
+
+def _int(value, name: str, where: str, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise QnasError(f"{where}: {name} must be an integer ≥ {low}, got {value!r}")
+    return value
+
+
+def _mapping(raw: dict, key: str, where: str) -> dict:
+    value = raw.get(key, {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise QnasError(f"{where}: '{key}' must be a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def _data(raw: dict, where: str) -> str:
+    from ..data import DATASET_FORMS
+
+    value = raw.get("data", "digits")
+    if not isinstance(value, str) or not value.strip():
+        raise QnasError(f"{where}: data must be a dataset spec ({DATASET_FORMS}), got {value!r}")
+    name, _, arg = value.partition(":")
+    name = name.strip().lower()
+    if name in ("digits", "synthetic") and not arg:
+        return value
+    if name in ("cifar10", "imagefolder"):
+        if not arg:
+            raise QnasError(f"{where}: data {name} needs a path: {name}:PATH")
+        if not Path(arg).expanduser().is_dir():
+            raise QnasError(f"{where}: dataset path {arg} does not exist or is not a folder")
+        return value
+    raise QnasError(f"{where}: unknown dataset {value!r}; use one of: {DATASET_FORMS}")
+
+
+def _device(value, where: str, context: str) -> str:
+    from ..predictors import device_info
+
+    if not isinstance(value, str):
+        raise QnasError(f"{where}: {context}: device must be a name, got {value!r}")
+    try:
+        return device_info(value).name
+    except QnasError as err:
+        raise QnasError(f"{where}: {context}: {err}") from None
+
+
+def _known_fields(cls, given: dict, where: str, section: str, own: set[str]) -> None:
+    known = {f.name for f in fields(cls)} - own
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise QnasError(f"{where}: unknown {section} setting(s) {', '.join(map(repr, unknown))}; "
+                        f"known: {', '.join(sorted(known))}")
+
+
+# --- kinds ------------------------------------------------------------------------------------------
+
+def _blocks(raw: dict, where: str) -> BlocksSettings:
+    from ..bench.blocks import BlockBenchConfig
+
+    bench = _mapping(raw, "bench", where)
+    _known_fields(BlockBenchConfig, bench, where, "bench", set())
+    try:
+        BlockBenchConfig(**bench)
+    except QnasError as err:
+        raise QnasError(f"{where}: bench: {err}") from None
+    quadraconv = raw.get("quadraconv", True)
+    if not isinstance(quadraconv, bool):
+        raise QnasError(f"{where}: quadraconv must be true or false, got {quadraconv!r}")
+    return BlocksSettings(bench=bench, quadraconv=quadraconv)
+
+
+def _resolution(raw: dict, where: str) -> int:
+    return _int(raw.get("resolution", 32), "resolution", where, low=8)
+
+
+def _nas(raw: dict, seed: int, base: Path, where: str) -> NasSettings:
+    from ..nas.latency import parse_latency
+    from ..nas.search import SearchConfig, default_optim
+    from ..nas.space import load_space
+    from ..train import RetrainConfig
+
+    data = _data(raw, where)
+    resolution = _resolution(raw, where)
+    spaces_raw = raw["spaces"]
+    if not isinstance(spaces_raw, list) or not spaces_raw:
+        raise QnasError(f"{where}: spaces must be a non-empty list of space names or YAML paths")
+    spaces, names = [], []
+    for entry in spaces_raw:
+        if not isinstance(entry, str):
+            raise QnasError(f"{where}: spaces: {entry!r} is not a space name or path")
+        spec = entry
+        candidate = Path(entry)
+        if candidate.suffix in (".yaml", ".yml") and not candidate.is_absolute():
+            candidate = base / candidate
+        if candidate.suffix in (".yaml", ".yml"):
+            if not candidate.is_file():
+                raise QnasError(f"{where}: space file {candidate} does not exist")
+            spec = str(candidate.resolve())
+        try:
+            space = load_space(spec)
+            space.check_resolution(resolution)
+        except QnasError as err:
+            raise QnasError(f"{where}: spaces: {err}") from None
+        if space.name in names:
+            raise QnasError(f"{where}: two spaces are named '{space.name}'; give each its own "
+                            f"name")
+        spaces.append(spec)
+        names.append(space.name)
+
+    targets_raw = raw["targets"]
+    if not isinstance(targets_raw, list) or not targets_raw:
+        raise QnasError(f"{where}: targets must be a non-empty list of {{device, latency}}")
+    targets = []
+    for i, entry in enumerate(targets_raw):
+        context = f"targets[{i}]"
+        if not isinstance(entry, dict) or set(entry) != {"device", "latency"}:
+            raise QnasError(f"{where}: {context} must be a mapping with exactly 'device' and "
+                            f"'latency' (e.g. {{device: cortexA76, latency: 300ms}}), got "
+                            f"{entry!r}")
+        device = _device(entry["device"], where, context)
+        latency = entry["latency"]
+        try:
+            latency_ms = parse_latency(latency)   # a unit is required: 300ms, 0.3s
+        except (QnasError, ValueError) as err:
+            raise QnasError(f"{where}: {context}: {err}") from None
+        target = Target(device, float(latency_ms))
+        if target in targets:
+            raise QnasError(f"{where}: {context} repeats {device} at {latency}")
+        targets.append(target)
+
+    search = _mapping(raw, "search", where)
+    _known_fields(SearchConfig, search, where, "search", _SEARCH_OWN)
+    optim = search.get("optim", {})
+    if not isinstance(optim, dict):
+        raise QnasError(f"{where}: search.optim must be a mapping")
+    known_optim = set(asdict(default_optim()))
+    unknown = sorted(set(optim) - known_optim)
+    if unknown:
+        raise QnasError(f"{where}: unknown search.optim setting(s) {', '.join(unknown)}; known: "
+                        f"{', '.join(sorted(known_optim))}")
+    # unset optimiser settings are qnas search's defaults (not ProxylessNAS's)
+    search["optim"] = {**asdict(default_optim()), **optim}
+    for key in ("epochs", "warmup_epochs"):
+        if key in search:
+            _int(search[key], f"search.{key}", where, low=1 if key == "epochs" else 0)
+    try:
+        SearchConfig(device=targets[0].device, latency=targets[0].latency_ms, space=spaces[0],
+                     data=data, resolution=resolution, seed=seed, **search)
+    except (QnasError, TypeError, ValueError) as err:
+        raise QnasError(f"{where}: search: {err}") from None
+
+    retrain_epochs = _int(raw.get("retrain_epochs", 0), "retrain_epochs", where, low=0)
+    retrain = _mapping(raw, "retrain", where)
+    _known_fields(RetrainConfig, retrain, where, "retrain", _RETRAIN_OWN)
+    if retrain_epochs:
+        try:
+            RetrainConfig(epochs=retrain_epochs, data=data, seed=seed, resolution=resolution,
+                          **retrain)
+        except (QnasError, TypeError) as err:
+            raise QnasError(f"{where}: retrain: {err}") from None
+    return NasSettings(data=data, resolution=resolution, spaces=spaces, space_names=names,
+                       targets=targets, search=search, retrain_epochs=retrain_epochs,
+                       retrain=retrain)
+
+
+def _ablation(raw: dict, seed: int, where: str) -> AblationSettings:
+    from ..train import RetrainConfig
+
+    data = _data(raw, where)
+    resolution = _resolution(raw, where)
+    width = _int(raw["width"], "width", where, low=1)
+    depths = raw["depths"]
+    if (not isinstance(depths, list) or len(depths) != 4
+            or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in depths)):
+        raise QnasError(f"{where}: depths must be four positive integers (QuadraNet's stages), "
+                        f"got {depths!r}")
+    expansion = raw.get("expansion", 4)
+    if (isinstance(expansion, bool) or not isinstance(expansion, (int, float))
+            or not math.isfinite(expansion) or expansion <= 0):
+        raise QnasError(f"{where}: expansion must be a positive number, got {expansion!r}")
+    kernels = raw["kernels"]
+    if (not isinstance(kernels, list) or not kernels
+            or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0
+                   for k in kernels)):
+        raise QnasError(f"{where}: kernels must be a non-empty list of odd positive integers "
+                        f"(e.g. [3, 5, 7, 9]), got {kernels!r}")
+    if len(set(kernels)) != len(kernels):
+        raise QnasError(f"{where}: kernels repeat: {kernels}")
+    devices_raw = raw["devices"]
+    if not isinstance(devices_raw, list) or not devices_raw:
+        raise QnasError(f"{where}: devices must be a non-empty list of device names")
+    devices = [_device(d, where, "devices") for d in devices_raw]
+    input_shape = raw.get("input_shape", [1, 3, 224, 224])
+    if (not isinstance(input_shape, list) or len(input_shape) != 4
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape)):
+        raise QnasError(f"{where}: input_shape must be [N, C, H, W], got {input_shape!r}")
+    seeds = raw.get("seeds", [seed])
+    if (not isinstance(seeds, list) or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise QnasError(f"{where}: seeds must be a non-empty list of non-negative integers")
+    train = _mapping(raw, "train", where)
+    _known_fields(RetrainConfig, train, where, "train", _RETRAIN_OWN - {"epochs"})
+    try:
+        RetrainConfig(data=data, seed=seeds[0], resolution=resolution, **train)
+    except (QnasError, TypeError) as err:
+        raise QnasError(f"{where}: train: {err}") from None
+    return AblationSettings(data=data, resolution=resolution, width=width, depths=list(depths),
+                            expansion=expansion, kernels=list(kernels), devices=devices,
+                            input_shape=list(input_shape), train=train, seeds=list(seeds))
