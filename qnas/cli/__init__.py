@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as err:
         if debug:
             raise
-        _fail(" ".join(err.format_message().split()), err.exit_code)
+        message = " ".join(err.format_message().split())
+        context = getattr(err, "ctx", None)
+        if isinstance(err, click.UsageError) and context is not None:
+            message += f" (see '{context.command_path} --help')"
+        _fail(message, err.exit_code)
     except click.Abort:
         _fail("aborted", 130)
     except KeyboardInterrupt:
