@@ -124,3 +124,20 @@ class CheckpointStore:
             raise QnasError(f"no usable checkpoint in {self.folder} ({'; '.join(problems)}); "
                             f"start again without --resume in a new --out")
         raise QnasError(f"no checkpoint in {self.folder}; run without --resume to start")
+
+    def load_latest_on_every_rank(self, warn: Callable[[str], None] | None = None
+                                  ) -> tuple[dict, Path]:
+        """:meth:`load_latest` read by rank 0 and broadcast to every rank (under torchrun);
+        a failure is raised on every rank alike."""
+        from . import distributed
+
+        loaded = None
+        if distributed.is_main():
+            try:
+                loaded = self.load_latest(warn)
+            except QnasError as err:
+                loaded = err
+        loaded = distributed.broadcast_object(loaded)
+        if isinstance(loaded, QnasError):
+            raise loaded
+        return loaded

@@ -457,16 +457,7 @@ class _Run:
 
     def restore(self) -> Path:
         """Load the newest good checkpoint (rank 0 reads, all ranks receive); returns its path."""
-        loaded = None
-        if distributed.is_main():
-            try:
-                loaded = self.store.load_latest(warn=self.echo)
-            except QnasError as err:
-                loaded = err
-        loaded = distributed.broadcast_object(loaded)
-        if isinstance(loaded, QnasError):
-            raise loaded
-        state, path = loaded
+        state, path = self.store.load_latest_on_every_rank(warn=self.echo)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise QnasError(f"{path} is not a qnas search checkpoint")
         if state["config"] != self.config.identity():
@@ -607,7 +598,8 @@ def training_threads(threads: int | None = None) -> int:
 
 
 @contextlib.contextmanager
-def _threads(threads: int | None):
+def training_threads_scope(threads: int | None):
+    """Run the body with :func:`training_threads` intra-op threads, then restore."""
     previous = torch.get_num_threads()
     torch.set_num_threads(training_threads(threads))
     try:
@@ -672,7 +664,7 @@ def search(config: SearchConfig, out: str | Path | None = None, resume: bool = F
     get(config.device)                       # an unknown device fails before anything else
     started = time.perf_counter()
     run = _start(config, out, resume, echo)
-    with _threads(threads):
+    with training_threads_scope(threads):
         done = _loop(run, stop_after_epochs, progress)
         if not done:
             return SearchResult(run.out, False, pd.DataFrame(run.rows),
@@ -793,7 +785,7 @@ def train_supernet(config: SearchConfig, out: str | Path | None = None, resume: 
         config = SearchConfig(**{f.name: getattr(config, f.name) for f in fields(config)
                                  if f.name not in ("device", "latency")})
     run = _start(config, out, resume, echo)
-    with _threads(threads):
+    with training_threads_scope(threads):
         if not _loop(run, stop_after_epochs, progress):
             return None
     path = run.out / SUPERNET

@@ -40,7 +40,6 @@ wrapped in DistributedDataParallel, each rank reads its shard, only rank 0 write
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -66,6 +65,7 @@ from ..nas.best import BestArch, load_best
 from ..nas.checkpoints import CheckpointStore, load_verified, save_verified
 from ..nas.evaluator import epoch_loader, evaluate_top1, loader_seed
 from ..nas.files import check_writable_folder, write_csv_atomic, write_text_atomic
+from ..nas.search import train_device, training_threads_scope
 from ..nas.signals import StopOnSignals, signal_name
 
 PAPER_LR = 4e-3                 # the paper's base lr ...
@@ -296,18 +296,6 @@ def _check_fits(model: nn.Module, data: DatasetSplits, best: BestArch) -> None:
         model.train(was_training)
 
 
-@contextlib.contextmanager
-def _threads(threads: int | None):
-    from ..nas.search import training_threads
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(training_threads(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 # --- the run ----------------------------------------------------------------------------------
 
 class _Run:
@@ -329,8 +317,6 @@ class _Run:
         _check_fits(self.model, data, best)
         if c.init == "inherit":
             _inherited_weights(best, self.model, data.num_classes)
-        from ..nas.search import train_device
-
         self.device = train_device()
         self.model.to(self.device)
         # under torchrun: DDP averages the gradients (and broadcasts rank 0's initial weights)
@@ -496,16 +482,7 @@ class _Run:
 
     def restore(self) -> Path:
         """Load the newest good ``last-*.pt`` (rank 0 reads, all ranks receive)."""
-        loaded = None
-        if distributed.is_main():
-            try:
-                loaded = self.store.load_latest(warn=self.echo)
-            except QnasError as err:
-                loaded = err
-        loaded = distributed.broadcast_object(loaded)
-        if isinstance(loaded, QnasError):
-            raise loaded
-        state, path = loaded
+        state, path = self.store.load_latest_on_every_rank(warn=self.echo)
         _check_state(state, path)
         if state["config"] != self.config.identity():
             changed = sorted(k for k in set(state["config"]) | set(self.config.identity())
@@ -616,7 +593,7 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
                                           or stop_after_epochs < 1):
         raise QnasError(f"stop after must be a positive integer, got {stop_after_epochs!r}")
 
-    with _threads(config.threads):
+    with training_threads_scope(config.threads):
         run = _Run(best, config, data, out, echo)
         last = run.restore() if resuming else None
         params = sum(p.numel() for p in run.model.parameters())
