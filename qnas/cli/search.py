@@ -59,7 +59,10 @@ def _optim(weight_lr=None, arch_lr=None, arch_every=None):
 @cli.command("search")
 @click.option("--device", required=True,
               help="Target device (see 'qnas devices'), e.g. cortexA76.")
-@click.option("--latency", required=True, help="Latency budget: 300ms, 0.3s or 300000us.")
+@click.option("--latency", required=True,
+              help="Latency budget: 300ms, 0.3s or 300000us. Several, comma-separated "
+                   "(300ms,200ms,120ms): a Pareto search — one shared warm-up, one search and "
+                   "best.json per budget, pareto.csv and pareto.png.")
 @_common_options
 @click.option("--supernet", default=None, type=click.Path(dir_okay=False),
               help="Start from a warmed-up supernet (qnas train-supernet); skips the warm-up.")
@@ -97,6 +100,9 @@ def search_command(device, latency, space, data, resolution, batch_size, seed, w
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("loss", loss)):
         if value is not None:
             settings[key] = value
+    if "," in latency:
+        _pareto(settings, latency, out, resume, stop_after, threads, quiet)
+        return
     config = SearchConfig(**settings)
     result = search(config, out=out, resume=resume, stop_after_epochs=stop_after,
                     progress=not quiet, echo=tqdm.write, threads=threads)
@@ -122,6 +128,36 @@ def search_command(device, latency, space, data, resolution, batch_size, seed, w
     click.echo(f"other devices: {others}")
     click.echo(f"validation top-1 (inherited weights): {best['val_top1']:.1f}%")
     click.echo(f"best.json: {result.best_path}  ({result.seconds:.0f}s)")
+
+
+def _pareto(settings: dict, latency: str, out, resume, stop_after, threads, quiet) -> None:
+    """``--latency a,b,c``: one shared warm-up, one search per budget (qnas.experiments)."""
+    from tqdm.auto import tqdm
+
+    from ..errors import QnasError
+    from ..experiments.pareto import PARETO_CSV, PARETO_PNG, pareto_search, parse_budgets
+    from ..experiments.provenance import command_line
+    from ..nas.latency import format_ms
+    from ..nas.search import SearchConfig
+
+    if stop_after is not None:
+        raise QnasError("--stop-after does not apply to a Pareto search (several budgets); "
+                        "interrupt it and continue with --resume")
+    budgets = parse_budgets(latency)
+    config = SearchConfig(**{**settings, "latency": budgets[0]})
+    paths = pareto_search(config, budgets, out=out, resume=resume, progress=not quiet,
+                          echo=tqdm.write, threads=threads, command=command_line())
+    if not is_main():
+        return
+    import pandas as pd
+
+    folder = paths[0].parent.parent
+    frame = pd.read_csv(folder / PARETO_CSV)
+    for row in frame.itertuples():
+        click.echo(f"budget {format_ms(row.budget_ms):>10s}: {format_ms(row.predicted_ms):>10s} "
+                   f"predicted, top-1 {row.val_top1:5.1f}% (inherited), "
+                   f"{'on the front' if row.on_front else 'dominated'}  {folder / row.best_json}")
+    click.echo(f"pareto: {folder / PARETO_CSV}, {folder / PARETO_PNG}, {folder / 'report.md'}")
 
 
 @cli.command("train-supernet")

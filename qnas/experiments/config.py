@@ -19,6 +19,8 @@ devices, spaces, epochs and data live there and nowhere in the code. Three kinds
                   search: {epochs: 10, warmup_epochs: 6, ...}  # SearchConfig fields
                   retrain_epochs: 0                # > 0: also retrain each child that long
                   retrain: {...}                   # RetrainConfig fields (optional)
+                  checkpoints: last                # keep (default) | last: prune search
+                                                   # checkpoints once a search is evaluated
 
 ``ablation``  Table IV — QuadraNet with every block at kernel k, trained from scratch::
 
@@ -54,7 +56,8 @@ KINDS = ("blocks", "nas", "ablation")
 COMMON_KEYS = {"kind", "name", "description", "seed"}
 KIND_KEYS = {
     "blocks": {"bench", "quadraconv"},
-    "nas": {"data", "resolution", "spaces", "targets", "search", "retrain_epochs", "retrain"},
+    "nas": {"data", "resolution", "spaces", "targets", "search", "retrain_epochs", "retrain",
+            "checkpoints"},
     "ablation": {"data", "resolution", "width", "depths", "expansion", "kernels", "devices",
                  "input_shape", "train", "seeds"},
 }
@@ -66,6 +69,10 @@ REQUIRED_KEYS = {
 # overrides a command line may give, and the kinds each applies to
 OVERRIDES = {"data": ("nas", "ablation"), "epochs": ("nas", "ablation"),
              "warmup_epochs": ("nas",), "retrain_epochs": ("nas",)}
+# what a nas experiment keeps of the (large) search checkpoints once a search is evaluated:
+# keep = everything, as 'qnas search' leaves it; last = only the checkpoint best.json names
+# (export still works) and none of the warm-up's (its supernet.pt stays)
+CHECKPOINT_POLICIES = ("keep", "last")
 # SearchConfig fields an experiment sets itself (not under ``search:``)
 _SEARCH_OWN = {"device", "latency", "space", "data", "resolution", "seed", "supernet",
                "lut_cache_dir"}
@@ -101,6 +108,7 @@ class NasSettings:
     search: dict                     # SearchConfig keyword arguments (optim merged, as a dict)
     retrain_epochs: int = 0
     retrain: dict = field(default_factory=dict)
+    checkpoints: str = "keep"        # keep | last (see CHECKPOINT_POLICIES)
 
     @property
     def devices(self) -> list[str]:
@@ -412,9 +420,13 @@ def _nas(raw: dict, seed: int, base: Path, where: str) -> NasSettings:
                           **retrain)
         except (QnasError, TypeError) as err:
             raise QnasError(f"{where}: retrain: {err}") from None
+    checkpoints = raw.get("checkpoints", "keep")
+    if checkpoints not in CHECKPOINT_POLICIES:
+        raise QnasError(f"{where}: checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, "
+                        f"got {checkpoints!r}")
     return NasSettings(data=data, resolution=resolution, spaces=spaces, space_names=names,
                        targets=targets, search=search, retrain_epochs=retrain_epochs,
-                       retrain=retrain)
+                       retrain=retrain, checkpoints=checkpoints)
 
 
 def _ablation(raw: dict, seed: int, where: str) -> AblationSettings:

@@ -69,7 +69,6 @@ def machine_facts() -> dict:
         "torch_threads": torch.get_num_threads(),
         "training_threads": training_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "hostname": platform.node(),
     }
     return facts
 

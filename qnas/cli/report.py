@@ -1,0 +1,20 @@
+"""``qnas report RUN_DIR``: report.md + PNG plots of a search run, Pareto search or experiment."""
+from __future__ import annotations
+
+import click
+
+from . import cli
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path())
+def report_command(run_dir) -> None:
+    """Write RUN_DIR/report.md with tables and PNG plots (a search run folder, a Pareto search
+    folder, or an experiment results folder)."""
+    from ..experiments import write_report
+
+    path = write_report(run_dir)
+    plots = sorted(p.name for p in path.parent.glob("*.png"))
+    click.echo(f"report: {path}")
+    if plots:
+        click.echo(f"plots: {', '.join(plots)}")

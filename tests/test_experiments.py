@@ -1,0 +1,351 @@
+"""Experiments, reports and Pareto search, end to end on shrunken configurations (tiny spaces,
+synthetic data, 1–2 epochs): Table III, IV and II runs, report.md with PNG plots, a Pareto
+search over three budgets (API and ``qnas search --latency a,b,c``), and one-line errors."""
+import json
+import os
+
+import pandas as pd
+import pytest
+import yaml
+
+from qnas.cli import main
+from qnas.errors import QnasError
+from qnas.experiments import (list_experiments, load_experiment, pareto_front, pareto_search,
+                              parse_budgets, run_experiment, write_report)
+from qnas.nas.proxyless import ProxylessConfig
+from qnas.nas.search import SearchConfig
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+# children take 0.42–2.21 ms on cortexA76 and 0.78–4.14 ms on myriadvpu
+TINY_Q = {"name": "tinyq", "width": 8, "depths": [1, 1, 1, 1],
+          "candidates": ["k3e2", "k5e2", "identity"], "input_shape": [1, 3, 224, 224]}
+# children take 2.34–3.47 ms on cortexA76 and 3.42–4.32 ms on myriadvpu
+TINY_M = {"name": "tinym", "macro": "mbconv", "stem_width": 8, "first_block_width": 8,
+          "widths": [8, 16], "depths": [2, 1], "strides": [2, 2], "head_width": 32,
+          "candidates": ["k3e3", "k5e3", "zero"], "input_shape": [1, 3, 224, 224]}
+# 3 ms: binds for tinyq on myriadvpu and tinym on cortexA76, does not bind for tinyq on
+# cortexA76, cannot be met by tinym on myriadvpu (recorded as infeasible)
+TABLE3 = {"kind": "nas", "name": "t3", "description": "shrunken Table III", "data": "synthetic",
+          "resolution": 32, "spaces": ["tinyq.yaml", "tinym.yaml"],
+          "targets": [{"device": "cortexA76", "latency": "3ms"},
+                      {"device": "myriadvpu", "latency": "3ms"}],
+          "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 32},
+          "retrain_epochs": 1, "retrain": {"batch_size": 32}, "checkpoints": "last"}
+TABLE4 = {"kind": "ablation", "name": "t4", "data": "synthetic", "resolution": 32, "width": 8,
+          "depths": [1, 1, 1, 1], "kernels": [3, 5], "devices": ["cortexA76", "a100"],
+          "train": {"epochs": 1, "batch_size": 32}}
+TABLE2 = {"kind": "blocks", "name": "t2",
+          "bench": {"kinds": ["quadra", "hor"], "channels": [8], "layers": 2, "batch": 2,
+                    "resolution": 8, "repeats": 1, "warmup": 0, "threads": 1}}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(single_thread):
+    yield
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experiments")
+    (root / "tinyq.yaml").write_text(yaml.safe_dump(TINY_Q))
+    (root / "tinym.yaml").write_text(yaml.safe_dump(TINY_M))
+    before = os.environ.get("QNAS_CACHE_DIR")
+    os.environ["QNAS_CACHE_DIR"] = str(root / "cache")
+    yield root
+    if before is None:
+        os.environ.pop("QNAS_CACHE_DIR", None)
+    else:
+        os.environ["QNAS_CACHE_DIR"] = before
+
+
+def _write(root, name, raw):
+    path = root / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _pngs(folder):
+    found = sorted(folder.glob("*.png"))
+    for path in found:
+        assert path.read_bytes()[:8] == PNG, path
+    return found
+
+
+@pytest.fixture(scope="module")
+def table3(workspace):
+    import torch
+
+    torch.set_num_threads(1)
+    path = _write(workspace, "t3.yaml", TABLE3)
+    messages = []
+    out = run_experiment(path, out=workspace / "t3", echo=messages.append)
+    return out, messages
+
+
+def test_table3_shrunken_end_to_end(table3):
+    out, messages = table3
+    results = pd.read_csv(out / "results.csv")
+    # both spaces per device, at the same budget
+    for device in ("cortexA76", "myriadvpu"):
+        assert sorted(results[results["device"] == device]["space"]) == ["tinym", "tinyq"]
+    ok = results[results["status"] == "ok"]
+    assert len(ok) == 3 and ok["within_budget"].all()
+    assert (ok["predicted_ms"] <= ok["budget_ms"]).all()
+    for column in ("val_top1", "retrain_top1", "macs_M", "params_M", "ms_cortexA76",
+                   "ms_myriadvpu", "ms_a100"):
+        assert ok[column].notna().all(), column
+    infeasible = results[results["status"] != "ok"]
+    assert len(infeasible) == 1
+    assert infeasible.iloc[0]["space"] == "tinym" and infeasible.iloc[0]["device"] == "myriadvpu"
+    assert infeasible.iloc[0]["status"].startswith("infeasible (smallest 3.42")
+    binds = results.set_index(["space", "device"])["budget_binds"]
+    assert not binds[("tinyq", "cortexA76")] and binds[("tinym", "cortexA76")]
+    # one warm-up per space, shared by its searches
+    assert sorted(p.name for p in (out / "warmup").iterdir()) == ["tinym", "tinyq"]
+    assert sum("warm-up:" in m for m in messages) == 2
+    for best in ok["best_json"]:
+        record = json.loads((out / best).read_text())
+        assert record["search"]["supernet"].endswith("supernet.pt")
+        assert record["search"]["warmup_epochs"] == 0
+        # checkpoints: last — only the one best.json names is kept
+        kept = sorted(p.name for p in (out / best).parent.glob("checkpoint-*.pt"))
+        assert kept == [record["supernet_checkpoint"]]
+    for space in ("tinyq", "tinym"):
+        warm = out / "warmup" / space
+        assert (warm / "supernet.pt").is_file() and not list(warm.glob("checkpoint-*"))
+    # provenance
+    manifest = json.loads((out / "experiment.json").read_text())
+    assert manifest["status"] == "finished" and manifest["wall_seconds"] > 0
+    assert manifest["command"].startswith("qnas experiment run ")
+    assert {"cpu", "cores", "torch", "torch_threads"} <= set(manifest["machine"])
+    assert manifest["resolved"]["search"]["loss"] == "hinge"
+
+
+def test_table3_report(table3):
+    out, _ = table3
+    report = write_report(out)
+    text = report.read_text()
+    assert len(_pngs(out)) >= 4
+    for name in ("latency_accuracy.png", "search_curves.png", "architectures.png", "alpha.png"):
+        assert f"]({name})" in text and (out / name).is_file()
+    assert "qnas experiment run" in text and "Machine:" in text and "wall time" in text
+    # the comparison table: per device, each space's top-1, MACs and latency side by side
+    header = next(line for line in text.splitlines() if line.startswith("| device | budget"))
+    for space in ("tinyq", "tinym"):
+        for column in ("top-1", "MMACs", "latency"):
+            assert f"{space} {column}" in header
+    assert "infeasible (smallest 3.421 ms)" in text
+    assert "Every chosen architecture is within its budget." in text
+    # every search run has its own report with four plots
+    for run in (out / "runs").iterdir():
+        assert (run / "report.md").is_file()
+        assert {p.name for p in _pngs(run)} == {"alpha.png", "search_curves.png",
+                                               "architecture.png", "latency_accuracy.png"}
+    # and a warm-up-only folder gets a report too
+    assert "warm-up" in write_report(out / "warmup" / "tinyq").read_text().lower()
+
+
+def test_resume_reuses_a_finished_experiment(table3, workspace, capsys):
+    out, _ = table3
+    messages = []
+    run_experiment(workspace / "t3.yaml", out=out, resume=True, echo=messages.append,
+                   report=False)
+    assert sum("reusing" in m for m in messages) == 5      # 2 warm-ups + 3 searches
+    with pytest.raises(SystemExit) as exit_:                # not empty, no --resume
+        main(["experiment", "run", str(workspace / "t3.yaml"), "--out", str(out), "--quiet"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds an experiment" in err and "--resume" in err and "\n" not in err
+    # other settings are refused on resume
+    with pytest.raises(QnasError, match="other settings"):
+        run_experiment(workspace / "t3.yaml", out=out, resume=True, overrides={"epochs": 2})
+
+
+def test_table4_shrunken(workspace):
+    path = _write(workspace, "t4.yaml", TABLE4)
+    out = run_experiment(path, out=workspace / "t4")
+    results = pd.read_csv(out / "results.csv")
+    assert list(results["kernel"]) == [3, 5]
+    assert results["top1"].between(0, 100).all()
+    k3, k5 = results.iloc[0], results.iloc[1]
+    assert k5["params_M"] > k3["params_M"] and k5["macs_M"] > k3["macs_M"]
+    assert k5["ms_cortexA76"] > k3["ms_cortexA76"] and k3["ms_a100"] > 0
+    text = (out / "report.md").read_text()
+    assert "| k |" in text and len(_pngs(out)) >= 4
+
+
+def test_table2_shrunken(workspace):
+    path = _write(workspace, "t2.yaml", TABLE2)
+    out = run_experiment(path, out=workspace / "t2")
+    table = pd.read_csv(out / "blocks.csv")
+    assert sorted(table["kind"]) == ["hor", "quadra"]
+    assert (out / "blocks_quadraconv.csv").is_file()
+    assert "## Blocks" in (out / "report.md").read_text() and len(_pngs(out)) >= 3
+
+
+def _tiny_search(workspace, **changes):
+    settings = dict(device="cortexA76", latency="1ms", space=str(workspace / "tinyq.yaml"),
+                    data="synthetic", epochs=2, warmup_epochs=1, batch_size=32, loss="hinge",
+                    seed=0, optim=ProxylessConfig(arch_lr=0.05, arch_every=1, grad_clip=5.0))
+    settings.update(changes)
+    return SearchConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def pareto(workspace):
+    # budgets over the tiny space's range on cortexA76 (0.42–2.21 ms): the tightest admits only
+    # the all-identity child, the middle one children with at most one block
+    out = workspace / "pareto"
+    paths = pareto_search(_tiny_search(workspace), ["0.43ms", "0.9ms", "2.3ms"], out=out)
+    return out, paths
+
+
+def test_pareto_search_three_budgets(pareto):
+    out, paths = pareto
+    assert [p.parent.name for p in paths] == ["0.43ms", "0.9ms", "2.3ms"]
+    records = [json.loads(p.read_text()) for p in paths]
+    budgets = [r["target_latency_ms"] for r in records]
+    latencies = [r["predicted_latency_ms"] for r in records]
+    assert all(lat <= budget for lat, budget in zip(latencies, budgets))
+    assert latencies == sorted(latencies)                 # ordered like the budgets
+    assert all(r["search"]["supernet"] == str(out / "warmup" / "supernet.pt") for r in records)
+    frame = pd.read_csv(out / "pareto.csv")
+    assert len(frame) == 3 and frame["on_front"].any()
+    assert (out / "pareto.png").read_bytes()[:8] == PNG
+    assert "Pareto search" in (out / "report.md").read_text()
+
+
+def test_cli_search_with_several_budgets(pareto, workspace, capsys):
+    out, _ = pareto
+    supernet = out / "warmup" / "supernet.pt"
+    target = workspace / "pareto-cli"
+    main(["search", "--device", "cortexA76", "--latency", "0.43ms,2.3ms,0.9ms", "--space",
+          str(workspace / "tinyq.yaml"), "--data", "synthetic", "--epochs", "1",
+          "--batch-size", "32", "--supernet", str(supernet), "--out", str(target), "--quiet"])
+    printed = capsys.readouterr().out
+    summary = [line for line in printed.splitlines() if line.startswith("budget ")]
+    assert len(summary) == 3 and "pareto.csv" in printed
+    for name in ("0.43ms", "0.9ms", "2.3ms"):
+        record = json.loads((target / name / "best.json").read_text())
+        assert record["predicted_latency_ms"] <= record["target_latency_ms"]
+    assert not (target / "warmup").exists()                # --supernet: no warm-up
+    with pytest.raises(SystemExit) as exit_:
+        main(["search", "--device", "cortexA76", "--latency", "0.43ms,0.1ms", "--space",
+              str(workspace / "tinyq.yaml"), "--data", "synthetic", "--out",
+              str(workspace / "pareto-bad"), "--quiet"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "0.1 ms" in err and "smallest architecture" in err and "\n" not in err
+    assert not (workspace / "pareto-bad").exists()
+
+
+def test_budgets_and_front():
+    assert parse_budgets("300ms, 0.2s,120000us") == [300.0, 200.0, 120.0]
+    for bad, needle in (("300ms,,200ms", "empty"), ("300ms,300ms", "twice"),
+                        ("300ms,20", "300ms, 0.3s or 300000us")):
+        with pytest.raises(QnasError, match=needle):
+            parse_budgets(bad)
+    # (latency, accuracy): (2, 90) is beaten by (1, 95); (3, 95) by (1, 95)
+    assert pareto_front([1, 2, 3, 4], [95, 90, 95, 97]) == [0, 3]
+
+
+def test_shipped_experiments_load_and_list(capsys):
+    names = {item["path"].stem for item in list_experiments()}
+    assert {"table2", "table3", "table4"} <= names
+    table3 = load_experiment("table3")
+    assert table3.kind == "nas" and len(table3.settings.targets) == 3
+    assert set(table3.settings.space_names) == {"quadranet", "proxyless_mbconv"}
+    assert load_experiment("table4").settings.kernels == [3, 5, 7, 9]
+    assert load_experiment("table2").kind == "blocks"
+    overridden = load_experiment("table3", {"epochs": 2, "warmup_epochs": 1,
+                                            "retrain_epochs": 3, "data": "synthetic"})
+    assert overridden.settings.search["epochs"] == 2 and overridden.settings.retrain_epochs == 3
+    main(["experiment", "list"])
+    assert "table3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"kind": "tables"}, "unknown kind 'tables'; use one of blocks, nas, ablation"),
+    ({"targets": None}, "missing key(s) 'targets'"),
+    ({"colour": "red"}, "unknown key(s) 'colour'"),
+    ({"targets": [{"device": "pixel9", "latency": "3ms"}]}, "unknown device 'pixel9'"),
+    ({"targets": [{"device": "cortexA76", "latency": "3"}]}, "300ms, 0.3s or 300000us"),
+    ({"spaces": ["nospace"]}, "unknown search space 'nospace'"),
+    ({"search": {"epochs": 1, "colour": 1}}, "unknown search setting(s) 'colour'"),
+    ({"data": "mnist"}, "unknown dataset 'mnist'"),
+])
+def test_bad_experiment_files_fail_in_one_line(change, needle, workspace, capsys, tmp_path):
+    raw = {**TABLE3, **change}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    path = _write(tmp_path, "bad.yaml", raw)
+    for name in ("tinyq.yaml", "tinym.yaml"):
+        (tmp_path / name).write_text((workspace / name).read_text())
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        main(["experiment", "run", str(path), "--out", str(out), "--quiet"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qnas: error:") and needle in err and "\n" not in err, err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_other_refusals(workspace, capsys, tmp_path):
+    blocks = _write(tmp_path, "t2.yaml", TABLE2)
+    cases = [
+        (["experiment", "run", str(blocks), "--epochs", "3"], "--epochs applies only to nas"),
+        (["experiment", "run", "table9"], "experiment table9 not found"),
+        (["report", str(tmp_path)], "holds no search run"),
+    ]
+    for argv, needle in cases:
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, err
+    with pytest.raises(QnasError, match="kernels must be a non-empty list of odd"):
+        run_experiment(_write(tmp_path, "t4.yaml", {**TABLE4, "kernels": [3, 4]}),
+                       out=tmp_path / "t4")
+    assert not (tmp_path / "t4").exists()
+
+
+def test_an_interrupted_experiment_says_how_to_resume(workspace, tmp_path, monkeypatch):
+    import signal
+
+    import qnas.nas.search as search_module
+    from qnas.errors import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted("stopped by SIGINT at epoch 1, step 2; checkpoint c.pt; resume with "
+                          "the same command and --resume --out somewhere", signal.SIGINT)
+
+    monkeypatch.setattr(search_module, "train_supernet", interrupted)
+    path = _write(workspace, "t3i.yaml", TABLE3)
+    with pytest.raises(Interrupted) as caught:
+        run_experiment(path, out=tmp_path / "run")
+    message = str(caught.value)
+    assert message.startswith("stopped by SIGINT at epoch 1, step 2; continue the experiment "
+                              "with: qnas experiment run ")
+    assert message.endswith("--resume") and "--out somewhere" not in message
+    assert caught.value.exit_code == 128 + signal.SIGINT
+    manifest = json.loads((tmp_path / "run" / "experiment.json").read_text())
+    assert manifest["status"].startswith("failed: Interrupted")
+
+
+def test_resume_continues_an_interrupted_training(workspace, tmp_path, monkeypatch):
+    """Table IV with --resume after the training of its kernel stopped half-way."""
+    import qnas.train
+
+    raw = {**TABLE4, "kernels": [3], "train": {"epochs": 2, "batch_size": 32}}
+    path = _write(tmp_path, "t4.yaml", raw)
+    out = tmp_path / "run"
+    original = qnas.train.retrain
+    monkeypatch.setattr(qnas.train, "retrain", lambda *args, **kwargs: original(
+        *args, **{**kwargs, "stop_after_epochs": 1}))
+    with pytest.raises(QnasError, match="stopped early; continue the experiment with --resume"):
+        run_experiment(path, out=out)
+    assert list((out / "runs" / "k3-s0" / "retrain").glob("last*.pt"))
+    monkeypatch.setattr(qnas.train, "retrain", original)
+    run_experiment(path, out=out, resume=True)
+    log = pd.read_csv(out / "runs" / "k3-s0" / "retrain" / "retrain_log.csv")
+    assert list(log["epoch"]) == [1, 2]
