@@ -27,6 +27,10 @@ def test_wheel_contains_yaml_data(wheel):
                                if n.startswith("qnas/_data/search_spaces/")} >= shipped_spaces
     assert {n.rsplit("/", 1)[-1] for n in names
             if n.startswith("qnas/_data/predictors/")} >= shipped_predictors
+    experiments = {p.name for p in (ROOT / "experiments").glob("*.yaml")}
+    assert experiments and {n.rsplit("/", 1)[-1] for n in names
+                            if n.startswith("qnas/_data/experiments/")} == experiments
+    assert not [n for n in names if "/results/" in n]      # reports stay in the repository
 
 
 def test_installed_wheel_runs_from_any_directory(wheel, tmp_path):
