@@ -2,6 +2,7 @@
 temperature, warehouse sharing and its parameter count, kw candidates in a search space
 (supernet steps, inherited child, ONNX), and their latency breakdown."""
 import copy
+import json
 import io
 import math
 import warnings
@@ -286,3 +287,31 @@ def test_kw_block_latency_costs_attention_and_assembly():
     assert [k.op for k in dynamic] == ["pwconv", "pwconv"]         # the per-sample 1×1 convs
     assert all(k.params["batch"] == 2 and k.params["groups"] == 1 for k in dynamic)
     assert dynamic[0].flops == 2 * 2 * 32 * 16 * 64                # B · out · in · HW · 2
+
+
+def test_kw_space_searches_and_exports_end_to_end(tmp_path, single_thread):
+    """`qnas search` on a space with kw candidates, then `qnas export` of its best.json (the
+    export verifies child = supernet and onnxruntime = PyTorch before it writes)."""
+    from qnas.deploy import export_child, load_child
+    from qnas.nas.search import SearchConfig, search
+
+    path = tmp_path / "kwtoy.yaml"
+    path.write_text(yaml.safe_dump(KW_SPACE))
+    result = search(SearchConfig(device="cortexA76", latency="100ms", space=str(path),
+                                 data="synthetic", epochs=1, warmup_epochs=1, batch_size=16),
+                    out=tmp_path / "run")
+    best = result.best
+    assert best["lut_latency_ms"] <= best["target_latency_ms"]
+    # export the searched child, and one that certainly holds kw blocks
+    exported = export_child(result.best_path, out=tmp_path / "export")
+    assert exported.verification["passed"].all()
+    raw = json.loads(result.best_path.read_text())
+    kw_ops = [next(op for op in KW_SPACE["candidates"] if op.endswith("kw"))] * len(raw["ops"])
+    raw["ops"] = kw_ops
+    forced = tmp_path / "run" / "kw.json"
+    forced.write_text(json.dumps(raw))
+    kw_export = export_child(forced, out=tmp_path / "export-kw")
+    checks = kw_export.verification
+    assert checks["passed"].all() and len(checks) >= 4
+    child = load_child(kw_export.files["pt"])
+    assert any(isinstance(m, KWConv2d) for m in child.modules())
