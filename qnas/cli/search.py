@@ -70,15 +70,15 @@ def _optim(weight_lr=None, arch_lr=None, arch_every=None):
                                                        f"[default: {defaults.DEFAULT_EPOCHS}]")
 @click.option("--warmup-epochs", default=None, type=int,
               help=f"Warm-up epochs (uniform paths, weights only)  [default: "
-                   f"{defaults.DEFAULT_WARMUP_EPOCHS}; 0 with "
-                   "--supernet]")
+                   f"{defaults.DEFAULT_WARMUP_EPOCHS}; 0 with --supernet]")
 @click.option("--loss", default=None, type=click.Choice(["add-linear", "mul-log", "hinge"]),
               help=f"How CE and E[LAT] combine  [default: {defaults.DEFAULT_LOSS}]")
 @click.option("--lam", default=0.1, show_default=True, type=float,
               help="λ of add-linear and hinge.")
 @click.option("--beta", default=0.6, show_default=True, type=float, help="β of mul-log.")
-@click.option("--arch-lr", default=None, type=float, help=f"Adam learning rate of α (ProxylessNAS: 1e-3).  "
-                                                          f"[default: {defaults.DEFAULT_ARCH_LR}]")
+@click.option("--arch-lr", default=None, type=float,
+              help=f"Adam learning rate of α (ProxylessNAS: 1e-3)  "
+                   f"[default: {defaults.DEFAULT_ARCH_LR}]")
 @click.option("--arch-every", default=None, type=int,
               help=f"One arch step per this many weight steps (ProxylessNAS: 5)  "
                    f"[default: {defaults.DEFAULT_ARCH_EVERY}]")
@@ -94,8 +94,7 @@ def search_command(device, latency, space, data, resolution, batch_size, seed, w
 
     settings = dict(device=device, latency=latency, space=space, data=data,
                     resolution=resolution, seed=seed, supernet=supernet, lam=lam, beta=beta,
-                    layer_scale_init=layer_scale_init,
-                    warmup_epochs=warmup_epochs,
+                    layer_scale_init=layer_scale_init, warmup_epochs=warmup_epochs,
                     optim=_optim(weight_lr, arch_lr, arch_every))
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("loss", loss)):
         if value is not None:
