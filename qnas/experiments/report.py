@@ -331,6 +331,13 @@ def _nas_report(folder: Path, manifest: dict) -> Path:
                 row[f"{space} MMACs"] = row[f"{space} latency"] = "–"
                 continue
             top1 = f"{r['val_top1']:.1f}%"
+            if _near_chance(r, folder):
+                top1 += " ‡"
+                notes.add("‡ the supernet's inherited weights classify at chance level: the "
+                          "warm-up did not train this space's supernet (with random paths it "
+                          "needs far more steps than the embedded data gives), so the accuracy "
+                          "term carried no signal and only latency steered the search; compare "
+                          "the retrained top-1")
             if retrained and pd.notna(r.get("retrain_top1")):
                 top1 += f" / {r['retrain_top1']:.1f}%"
             row[f"{space} top-1"] = top1
@@ -453,6 +460,17 @@ def _nas_report(folder: Path, manifest: dict) -> Path:
            "plots)",
            "- `experiment.yaml`: the experiment file as run; `experiment.json`: provenance", ""]
     return write_text_atomic(folder / REPORT, "\n".join(md) + "\n")
+
+
+def _near_chance(row, folder: Path) -> bool:
+    """Whether a run's inherited top-1 is within 1.5× of guessing (100 / classes)."""
+    try:
+        path = Path(row["best_json"])
+        best = json.loads((path if path.is_absolute() else folder / path).read_text())
+        classes = int(best["evaluation"]["num_classes"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    return float(row["val_top1"]) < 150.0 / classes
 
 
 def _input_shape(ok: pd.DataFrame, folder: Path) -> list:
