@@ -72,6 +72,16 @@ def save_verified(state: dict, path: str | Path) -> Path:
     return path
 
 
+def check_same_settings(recorded: dict, current: dict, what: str) -> None:
+    """Refuse to resume ``what`` (e.g. "the checkpoint in runs/x") under other settings,
+    naming the settings that differ."""
+    if recorded == current:
+        return
+    changed = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+    raise QnasError(f"{what} was made with other settings ({', '.join(changed)}); resume with "
+                    f"the same options or use a new --out")
+
+
 class CheckpointStore:
     """Rotating checkpoints ``<prefix>-<step>.pt`` in ``folder`` (newest ``keep`` kept)."""
 

@@ -40,7 +40,7 @@ from ..errors import Interrupted, QnasError
 from ..nn.kernelwarehouse import kw_layers, kw_temperature
 from . import distributed
 from .best import best_record, write_best
-from .checkpoints import CheckpointStore, load_verified
+from .checkpoints import CheckpointStore, check_same_settings, load_verified
 from .derive import Derived, argmax_choice, derive_architecture
 from .evaluator import (SearchData, epoch_loader, evaluate_top1, has_batchnorm,
                         recalibrate_batchnorm, search_data)
@@ -460,12 +460,8 @@ class _Run:
         state, path = self.store.load_latest_on_every_rank(warn=self.echo)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise QnasError(f"{path} is not a qnas search checkpoint")
-        if state["config"] != self.config.identity():
-            changed = sorted(k for k in set(state["config"]) | set(self.config.identity())
-                             if state["config"].get(k) != self.config.identity().get(k))
-            raise QnasError(f"the checkpoint in {self.out} was made with other settings "
-                            f"({', '.join(changed)}); resume with the same options or use a "
-                            f"new --out")
+        check_same_settings(state["config"], self.config.identity(),
+                            f"the checkpoint in {self.out}")
         if state.get("world_size", 1) != distributed.world_size():
             self.echo(f"note: the checkpoint was written by {state.get('world_size', 1)} "
                       f"process(es), resuming with {distributed.world_size()}: the data shards "

@@ -62,7 +62,8 @@ from ..data.augment import FLIP_DATASETS, default_padding, random_shift_flip
 from ..errors import Interrupted, QnasError
 from ..nas import distributed
 from ..nas.best import BestArch, load_best
-from ..nas.checkpoints import CheckpointStore, load_verified, save_verified
+from ..nas.checkpoints import (CheckpointStore, check_same_settings, load_verified,
+                               save_verified)
 from ..nas.evaluator import epoch_loader, evaluate_top1, loader_seed
 from ..nas.files import check_writable_folder, write_csv_atomic, write_text_atomic
 from ..nas.search import train_device, training_threads_scope
@@ -484,12 +485,8 @@ class _Run:
         """Load the newest good ``last-*.pt`` (rank 0 reads, all ranks receive)."""
         state, path = self.store.load_latest_on_every_rank(warn=self.echo)
         _check_state(state, path)
-        if state["config"] != self.config.identity():
-            changed = sorted(k for k in set(state["config"]) | set(self.config.identity())
-                             if state["config"].get(k) != self.config.identity().get(k))
-            raise QnasError(f"the retraining run in {self.out} was made with other settings "
-                            f"({', '.join(changed)}); resume with the same options or use a "
-                            f"new --out")
+        check_same_settings(state["config"], self.config.identity(),
+                            f"the retraining run in {self.out}")
         recorded = state["best_json"]
         if recorded["space_hash"] != self.best.space.hash or recorded["ops"] != self.best.ops:
             raise QnasError(f"the retraining run in {self.out} trains another architecture "
