@@ -39,7 +39,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, progress: bool = True,
     deployment shape) — for tests and other data."""
     from .deploy import export_child, measure_best
     from .nas.best import load_best
-    from .nas.checkpoints import CheckpointStore
+    from .runtime.checkpoints import CheckpointStore
     from .nas.search import SearchConfig, search
     from .train import RetrainConfig, retrain
     from .train.retrain import LAST, SUMMARY

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from qnas.nas.checkpoints import CheckpointStore
+from qnas.runtime.checkpoints import CheckpointStore
 from qnas.nas.search import SearchConfig, search
 
 from conftest import TINY_SPACE

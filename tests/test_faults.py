@@ -13,7 +13,7 @@ import yaml
 
 from qnas.cli import main
 from qnas.errors import QnasError
-from qnas.nas.checkpoints import CheckpointStore, checksum_path, load_verified
+from qnas.runtime.checkpoints import CheckpointStore, checksum_path, load_verified
 from qnas.nas.search import SearchConfig, search
 
 from conftest import TINY_SPACE

@@ -8,7 +8,7 @@ from qnas.bench.profile_check import block_cases, check_profile, relation
 import qnas.cli.profile_check  # noqa: F401 -- registers "qnas bench profile"
 from qnas.cli import cli
 from qnas.errors import QnasError
-from qnas.nas.space import load_space
+from qnas.space import load_space
 from qnas.nn import build_block
 from qnas.predictors import get, list_devices
 from qnas.predictors.profile import load_profile, profile_path

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 import yaml
 
 from qnas.models import QuadraNet, parse_op
-from qnas.nas import load_space
+from qnas.space import load_space
 from qnas.nas.latency import LatencyLoss, table_view
 from qnas.nas.proxyless import ProxylessStrategy
-from qnas.nas.space import space_from_dict
+from qnas.space import space_from_dict
 from qnas.nas.supernet import Supernet
 from qnas.nn import (KWConv2d, KWManager, KWPlan, QuadraBlock, QuadraBlockKW, QuadraConv2d,
                      build_block, kw_layers, kw_temperature, set_kw_temperature)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from qnas.errors import QnasError
-from qnas.nas.latency import (LatencyLoss, entropy, expected_latency_ms, hand_table,
-                              masked_probs, parse_latency)
+from qnas.nas.latency import LatencyLoss, entropy, expected_latency_ms, hand_table, masked_probs
+from qnas.units import parse_budgets, parse_latency
 
 
 @pytest.mark.parametrize("text, ms", [("300ms", 300.0), ("0.3s", 300.0), ("300000us", 300.0),

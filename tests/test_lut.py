@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from qnas.errors import QnasError
-from qnas.nas.space import load_space
+from qnas.space import load_space
 from qnas.nn import QuadraBlock
 from qnas.predictors import LatencyTable, LayerSpec, build_lut
 from qnas.predictors.lut import default_cache_dir

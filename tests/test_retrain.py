@@ -17,7 +17,7 @@ from qnas.nas.best import SCHEMA_VERSION, load_best
 from qnas.nas.evaluator import epoch_loader, evaluate_top1
 from qnas.nas.search import load_supernet
 from qnas.train import RetrainConfig, load_retrained, retrain
-from qnas.nas.checkpoints import CheckpointStore
+from qnas.runtime.checkpoints import CheckpointStore
 from qnas.train.retrain import BEST, LAST, LOG, SUMMARY, _Run
 
 

@@ -8,9 +8,9 @@ import yaml
 from qnas.cli import main
 from qnas.errors import QnasError
 from qnas.nas.best import SCHEMA_VERSION, load_best
-from qnas.nas.checkpoints import CheckpointStore
+from qnas.runtime.checkpoints import CheckpointStore
 from qnas.nas.proxyless import ProxylessConfig
-from qnas.nas import load_space
+from qnas.space import load_space
 from qnas.nas.search import SearchConfig, load_supernet_weights, search, train_supernet
 from qnas.nas.supernet import Supernet
 

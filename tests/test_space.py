@@ -4,9 +4,9 @@ import torch
 import yaml
 
 from qnas.errors import QnasError
-from qnas.nas import load_space
+from qnas.space import load_space
 from qnas.nas.latency import table_view
-from qnas.nas.space import space_from_dict
+from qnas.space import space_from_dict
 from qnas.predictors import build_lut
 from qnas.resources import data_dir
 

@@ -5,11 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from qnas.bench.supernet import saved_tensor_bytes
-from qnas.nas import load_space
+from qnas.space import load_space
 from qnas.nas.latency import LatencyLoss, hand_table, masked_probs
 from qnas.nas.proxyless import (ProxylessStrategy, rescale_alpha_, sample_pairs, sample_paths,
                                 step_generator, uniform_probs)
-from qnas.nas.space import space_from_dict
+from qnas.space import space_from_dict
 from qnas.nas.supernet import Supernet
 
 TOY = {"name": "toy", "width": 8, "depths": [1, 1, 1, 1],

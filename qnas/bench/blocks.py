@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import QnasError
+from ..runtime.files import write_csv_atomic
 from ..nn import QuadraConv2d, build_block
 
 BLOCK_KINDS = ("quadra", "quadra-me", "hor", "conv", "swin", "skip")
@@ -551,22 +552,6 @@ def run_quadraconv_bench(config: BlockBenchConfig | None = None, progress: bool 
 
 
 # --- output --------------------------------------------------------------------------------------
-
-def write_csv_atomic(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``table`` as CSV through a temporary file in the same folder + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            table.to_csv(stream, index=False)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
 
 def companion_path(out: str | os.PathLike) -> Path:
     """Where part 2 goes next to the blocks CSV: ``blocks.csv`` → ``blocks_quadraconv.csv``."""

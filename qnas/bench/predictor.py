@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from ..errors import QnasError
+from ..models.ops import is_identity
 
 GOAL = 0.25
 
@@ -68,7 +69,7 @@ class BenchResult:
 
 
 def _short_ops(ops: Sequence[str]) -> str:
-    return " ".join("-" if op == "identity" else op for op in ops)
+    return " ".join("-" if is_identity(op) else op for op in ops)
 
 
 def bench_predictor(children: int = 5, input_shape: Sequence[int] | None = (1, 3, 64, 64),
@@ -76,7 +77,7 @@ def bench_predictor(children: int = 5, input_shape: Sequence[int] | None = (1, 3
                     threads: int | None = None, build: bool = True, repeats: int = 21,
                     progress: Callable[[str], None] | None = None) -> BenchResult:
     """Compare the host-cpu nn-Meter predictor with measurements on ``children`` random children."""
-    from ..nas.space import load_space
+    from ..space import load_space
     from ..predictors.builder import build_host_predictor
     from ..predictors.measured import MeasuredPredictor
     from ..predictors.nnmeter_backend import NNMeterPredictor, missing_message, nnmeter_files

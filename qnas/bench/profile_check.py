@@ -28,9 +28,9 @@ import pandas as pd
 import torch
 
 from ..errors import QnasError
+from ..models.ops import is_identity
 
 DEFAULT_MODELS = ("quadranet_xxs", "quadranet_t", "resnet18")
-IDENTITY_OPS = ("identity", "zero", "none")
 COLUMNS = ["profile", "relation", "batch", "kind", "op", "shape", "layer", "kernels",
            "predicted_ms", "measured_ms", "measured_iqr", "rel_error", "measured_us_per_kernel",
            "predicted_source", "measured_source", "measured_on"]
@@ -110,7 +110,7 @@ def block_cases(space, input_shape: Sequence[int]) -> list[tuple[str, str, tuple
     cases, seen = [], set()
     for slot, shape in zip(space.layers, space.layer_input_shapes(tuple(input_shape))):
         for op in slot.ops:
-            if op in IDENTITY_OPS:
+            if is_identity(op):
                 continue
             key = (op, tuple(shape), slot.dim, slot.stride)
             if key in seen:
@@ -151,7 +151,7 @@ def check_profile(devices: str | Sequence[str], measure: str = "host-cuda",
     to run at (the space's deployment shape with N replaced). ``resolution``: override the
     deployment H=W (for quick checks; the reported errors are then not the deployment's).
     """
-    from ..nas.space import load_space
+    from ..space import load_space
     from ..predictors.measured import HOST_DEVICES, MeasuredPredictor
     from ..predictors.registry import device_info, profile_predictor
 

@@ -67,7 +67,7 @@ def sample_architecture(space, seed: int) -> list[str]:
 def bench_supernet(config: SupernetBenchConfig | None = None) -> pd.DataFrame:
     """Run the benchmark; one row per step kind."""
     from ..nas.proxyless import ProxylessStrategy
-    from ..nas.space import load_space
+    from ..space import load_space
     from ..nas.supernet import Supernet
 
     config = config or SupernetBenchConfig()

@@ -17,7 +17,7 @@ def demo_command(out: str, quiet: bool) -> None:
     from tqdm.auto import tqdm
 
     from ..demo import run_demo
-    from ..nas.latency import format_ms
+    from ..units import format_ms
 
     started = time.perf_counter()
     result = run_demo(out, progress=not quiet, echo=tqdm.write)

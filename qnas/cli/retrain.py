@@ -40,7 +40,7 @@ def retrain_command(best_json, epochs, data, init, out, resume, batch_size, lr, 
     validation top-1 and write last-<step>.pt, best.pt, retrain_log.csv and retrain.json."""
     from tqdm.auto import tqdm
 
-    from ..nas.distributed import is_main
+    from ..runtime.distributed import is_main
     from ..train import RetrainConfig, retrain
 
     settings = dict(data=data, init=init, seed=seed, ema=ema, resolution=resolution,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..nas import search as defaults
-from ..nas.distributed import is_main
+from ..runtime.distributed import is_main
 from ..nas.proxyless import ProxylessConfig
 from . import cli
 from .bench import bench
@@ -89,7 +89,7 @@ def search_command(device, latency, space, data, resolution, batch_size, seed, w
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from ..nas.latency import format_ms
+    from ..units import format_ms
     from ..nas.search import SearchConfig, search, summarize_log
 
     settings = dict(device=device, latency=latency, space=space, data=data,
@@ -136,7 +136,7 @@ def _pareto(settings: dict, latency: str, out, resume, stop_after, threads, quie
     from ..errors import QnasError
     from ..experiments.pareto import PARETO_CSV, PARETO_PNG, pareto_search, parse_budgets
     from ..experiments.provenance import command_line
-    from ..nas.latency import format_ms
+    from ..units import format_ms
     from ..nas.search import SearchConfig
 
     if stop_after is not None:

@@ -40,7 +40,7 @@ from torch import nn
 from .. import __version__
 from ..errors import QnasError
 from ..nas.best import BestArch, load_best
-from ..nas.space import SearchSpace, space_from_dict
+from ..space import SearchSpace, space_from_dict
 
 CHILD_FORMAT = "qnas-child"
 CHILD_FORMAT_VERSION = 1

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import QnasError
 from ..nas.best import BestArch
-from ..nas.space import SearchSpace
+from ..space import SearchSpace
 from .export import (DEFAULT_OPSET, FILE_NAMES, ONNX_INPUT, _as_best,
                      _load_supernet, load_child, onnx_bytes, onnx_session, read_child)
 

@@ -336,9 +336,9 @@ def _resolution(raw: dict, where: str) -> int:
 
 
 def _nas(raw: dict, seed: int, base: Path, where: str) -> NasSettings:
-    from ..nas.latency import parse_latency
+    from ..units import parse_latency
     from ..nas.search import SearchConfig, default_optim
-    from ..nas.space import load_space
+    from ..space import load_space
     from ..train import RetrainConfig
 
     data = _data(raw, where)

@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from ..errors import Interrupted, QnasError
-from ..nas.files import check_writable_folder, write_csv_atomic, write_text_atomic
-from ..nas.latency import format_ms, parse_latency
+from ..runtime.files import check_writable_folder, write_csv_atomic, write_text_atomic
+from ..units import format_ms, parse_latency
 
 PARETO_CSV = "pareto.csv"
 PARETO_PNG = "pareto.png"
@@ -94,7 +94,7 @@ def pareto_search(config, budgets: str | Sequence[str | float], out: str | Path 
     before anything is written; ``resume`` reuses finished parts and resumes the rest.
     """
     from ..nas.search import latency_table
-    from ..nas.space import load_space
+    from ..space import load_space
     from ..predictors import get
     from .provenance import provenance
 
@@ -165,7 +165,7 @@ def pareto_search(config, budgets: str | Sequence[str | float], out: str | Path 
 def _run_budgets(config, values: list[float], out: Path, resume: bool, progress: bool, echo,
                  threads: int | None) -> list[Path]:
     """The shared warm-up, then one search per budget (finished parts reused on resume)."""
-    from ..nas.checkpoints import CheckpointStore
+    from ..runtime.checkpoints import CheckpointStore
     from ..nas.search import BEST, SUPERNET, search, train_supernet
 
     def has_checkpoint(folder: Path) -> bool:

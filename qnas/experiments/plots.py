@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..nas.files import _atomic
+from ..models.ops import IDENTITY, kernel_and_expansion, parse_op
+from ..runtime.files import write_bytes_atomic
 from .pareto import pareto_front
 
 _KERNEL_COLOURS = {1: "#8C8C8C", 3: "#4C72B0", 5: "#55A868", 7: "#C44E52", 9: "#8172B2",
@@ -20,7 +21,6 @@ _KERNEL_COLOURS = {1: "#8C8C8C", 3: "#4C72B0", 5: "#55A868", 7: "#C44E52", 9: "#
 _SERIES = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B2", "#937860", "#DA8BC3",
            "#8C8C8C", "#CCB974", "#64B5CD"]
 _MARKERS = ["o", "s", "^", "D", "v", "P"]
-_IDENTITY = ("identity", "zero", "none")
 
 
 def _figure(width: float, height: float):
@@ -38,27 +38,25 @@ def save(fig, path: str | Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     data = buffer.getvalue()
-    return _atomic(Path(path), lambda temporary: Path(temporary).write_bytes(data))
+    return write_bytes_atomic(path, data)
 
 
 # --- ops -----------------------------------------------------------------------------------------
 
 def op_parts(op: str) -> tuple[str, int | None, float | None]:
     """(kind, kernel, expansion) of an op name; kind ``identity`` for identity/zero."""
-    from ..models.quadranet import parse_op
-
     try:
-        kind, kwargs = parse_op(op)
+        kind, _ = parse_op(op)
     except ValueError:
         return "other", None, None
-    return kind, kwargs.get("kernel_size", kwargs.get("window_size")), kwargs.get("expansion")
+    return (kind, *kernel_and_expansion(op))
 
 
 def op_style(op: str, expansions: Sequence[float] = ()) -> dict:
     """Face colour by kernel size, opacity by expansion (higher = darker), hatch for
     non-QuadraBlock kinds; identity → empty dashed box."""
     kind, kernel, expansion = op_parts(op)
-    if kind == "identity":
+    if kind == IDENTITY:
         return {"facecolor": "white", "edgecolor": "#999999", "linestyle": "--", "alpha": 1.0,
                 "hatch": None}
     colour = _KERNEL_COLOURS.get(kernel, "#937860")
@@ -444,4 +442,4 @@ def _stage_width(space, stage: int) -> int:
 
 def _op_order(op: str):
     kind, kernel, expansion = op_parts(op)
-    return (kind == "identity", kernel or 0, expansion or 0, op)
+    return (kind == IDENTITY, kernel or 0, expansion or 0, op)

@@ -24,7 +24,8 @@ from typing import Callable
 import pandas as pd
 
 from ..errors import QnasError
-from ..nas.files import write_text_atomic
+from ..models.ops import without_identity
+from ..runtime.files import write_text_atomic
 from . import plots
 from .pareto import PARETO_CSV, PARETO_JSON, PARETO_PNG, pareto_front
 from .runner import BLOCKS_CSV, MANIFEST, RESULTS, read_manifest
@@ -93,7 +94,7 @@ def _short(text, limit: int = 90) -> str:
 def _ms(value) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    from ..nas.latency import format_ms
+    from ..units import format_ms
 
     return format_ms(float(value))
 
@@ -140,7 +141,7 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
 def _space_of(best: dict | None, config: dict | None):
     """The search space of a run (from best.json, else config.json); None if not loadable."""
     from ..nas.best import _recorded_space
-    from ..nas.space import load_space
+    from ..space import load_space
 
     try:
         if best is not None:
@@ -214,7 +215,7 @@ def search_run_report(folder: str | Path, heading: str | None = None) -> Path:
         md += ["## Architecture", "", f"![architecture]({path.name})", ""]
         rows = []
         for s, stage in enumerate(space.stage_ops(best["ops"])):
-            kept = [op for op in stage if op not in plots._IDENTITY]
+            kept = without_identity(stage)
             rows.append({"stage": s, "width": plots._stage_width(space, s),
                          "blocks": f"{len(kept)} of {len(stage)}", "ops": " ".join(stage)})
         md += md_table(pd.DataFrame(rows)).splitlines() + [""]

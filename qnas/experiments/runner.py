@@ -34,7 +34,8 @@ import pandas as pd
 import yaml
 
 from ..errors import Interrupted, QnasError
-from ..nas.files import check_writable_folder, write_csv_atomic, write_text_atomic
+from ..models.ops import IDENTITY, without_identity
+from ..runtime.files import check_writable_folder, write_csv_atomic, write_text_atomic
 from .config import (AblationSettings, BlocksSettings, Experiment, NasSettings, Target,
                      load_experiment)
 from .provenance import provenance
@@ -218,7 +219,7 @@ def _search_settings(settings: NasSettings, seed: int, **changes) -> dict:
 
 
 def _has_checkpoint(folder: Path) -> bool:
-    from ..nas.checkpoints import CheckpointStore
+    from ..runtime.checkpoints import CheckpointStore
 
     return folder.is_dir() and CheckpointStore(folder).exists()
 
@@ -245,7 +246,7 @@ def _warmup(settings: NasSettings, seed: int, space: str, name: str, out: Path, 
 
 def _prune(folder: Path, keep: str | None) -> None:
     """Delete the search checkpoints in ``folder`` except the one named ``keep``."""
-    from ..nas.checkpoints import CheckpointStore, checksum_path
+    from ..runtime.checkpoints import CheckpointStore, checksum_path
 
     for path in CheckpointStore(folder).paths():
         if path.name != keep:
@@ -257,7 +258,7 @@ def run_nas(experiment: Experiment, out: Path, echo, resume: bool = False,
             progress: bool = False) -> pd.DataFrame:
     """Table III (see the module doc); returns the results table (also ``results.csv``)."""
     from ..nas.search import latency_table
-    from ..nas.space import load_space
+    from ..space import load_space
     from ..predictors import get
 
     settings: NasSettings = experiment.settings
@@ -332,8 +333,7 @@ def evaluate_best(best_path: Path, root: Path | None = None) -> dict:
     best = load_best(best_path)
     raw = best.raw
     deploy = best.space.build_child(best.ops).eval()
-    kept = [[op for op in stage if op not in ("identity", "zero", "none")]
-            for stage in best.space.stage_ops(best.ops)]
+    kept = [without_identity(stage) for stage in best.space.stage_ops(best.ops)]
     log_path = best_path.parent / "search_log.csv"
     seconds = float(pd.read_csv(log_path)["seconds"].sum()) if log_path.is_file() else math.nan
     row = {
@@ -396,14 +396,14 @@ def ablation_space(experiment: Experiment, kernel: int) -> dict:
     return {"name": f"{experiment.name}-k{kernel}",
             "description": f"{experiment.name}: QuadraNet, every block QuadraBlock k{kernel} e{e}",
             "macro": "quadranet", "width": s.width, "depths": list(s.depths),
-            "candidates": [f"k{kernel}e{e:g}", "identity"], "input_shape": list(s.input_shape)}
+            "candidates": [f"k{kernel}e{e:g}", IDENTITY], "input_shape": list(s.input_shape)}
 
 
 def _fixed_best(experiment: Experiment, kernel: int, seed: int, folder: Path) -> Path:
     """A best.json for the fixed architecture (every layer k``kernel``), so that
     :func:`qnas.train.retrain` can train it; latencies are the devices' predictions."""
     from ..nas.best import write_best
-    from ..nas.space import load_space
+    from ..space import load_space
     from ..predictors import get
 
     s: AblationSettings = experiment.settings

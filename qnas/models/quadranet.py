@@ -17,7 +17,6 @@ that a child's warehouses match its supernet's).
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import torch
@@ -29,47 +28,7 @@ from torch import nn
 from ..errors import QnasError
 from ..nn.blocks import LN_EPS, build_block, is_kw_kind
 from ..nn.kernelwarehouse import KWManager, KWPlan
-
-_OP_PATTERN = re.compile(
-    r"^(?:(quadra|conv|hor|swin|skip)[-_]?)?k(\d+)e(\d+(?:\.\d+)?)([-_]?kw)?$")
-
-# Hor's gnConv order grows by stage in HorNet (2, 3, 4, 5).
-HOR_ORDERS = (2, 3, 4, 5)
-
-
-def parse_op(op: str | dict) -> tuple[str, dict]:
-    """Turn a layer op (``"k7e4"``, ``"k7e4kw"``, ``"conv-k7e4"``, ``"identity"``,
-    ``{"kind": ...}``) into ``(kind, kwargs)`` for :func:`qnas.nn.build_block`.
-
-    A ``kw`` suffix gives kind ``quadra-kw`` (QuadraBlock with KernelWarehouse PW1/PW2)."""
-    if isinstance(op, dict):
-        kwargs = dict(op)
-        kind = kwargs.pop("kind", "quadra")
-        return str(kind), kwargs
-    text = str(op).strip().lower()
-    if text in ("identity", "none", "zero"):
-        return "identity", {}
-    if text in ("quadra", "conv", "hor", "swin", "skip", "quadra-kw"):
-        return text, {}
-    match = _OP_PATTERN.match(text)
-    if not match:
-        raise ValueError(f"unknown layer op {op!r}; use e.g. 'k7e4', 'k7e4kw', 'conv-k7e4', "
-                         f"'identity' or a dict with 'kind'")
-    kind, kernel, expansion = match.group(1) or "quadra", int(match.group(2)), float(match.group(3))
-    if match.group(4):
-        if kind != "quadra":
-            raise ValueError(f"layer op {op!r}: KernelWarehouse ('kw') variants exist only for "
-                             f"QuadraBlock, e.g. 'k7e4kw'")
-        kind = "quadra-kw"
-    kwargs: dict[str, Any] = {"expansion": int(expansion) if expansion.is_integer() else expansion}
-    if kind == "skip":
-        return kind, kwargs
-    if kind == "swin":
-        kwargs["window_size"] = kernel
-    else:
-        kwargs["kernel_size"] = kernel
-    return kind, kwargs
-
+from .ops import HOR_ORDERS, IDENTITY, parse_op
 
 class QuadraNet(nn.Module):
     """QuadraNet backbone + classifier.
@@ -133,7 +92,7 @@ class QuadraNet(nn.Module):
             blocks = []
             for op in ops:
                 kind, kwargs = parse_op(op)
-                if kind != "identity":
+                if kind != IDENTITY:
                     kwargs.setdefault("drop_path", rates[index])
                     kwargs.setdefault("layer_scale_init", layer_scale_init)
                     if kind == "hor":

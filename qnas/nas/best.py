@@ -31,8 +31,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import QnasError
-from .files import write_text_atomic
-from .space import SearchSpace, load_space
+from ..runtime.files import write_text_atomic
+from ..space import SearchSpace, load_space
 
 SCHEMA = "qnas.best"
 SCHEMA_VERSION = 1

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..errors import QnasError
-from .latency import TableView, format_ms, masked_probs
+from ..units import format_ms
+from .latency import TableView, masked_probs
 
 
 @dataclass

@@ -70,7 +70,7 @@ def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, strea
     """
     from torch.utils.data import DistributedSampler
 
-    from . import distributed
+    from ..runtime import distributed
 
     rank = distributed.rank() if rank is None else rank
     world = distributed.world_size() if world is None else world
@@ -99,7 +99,7 @@ def evaluate_top1(model: nn.Module, loader: DataLoader, distributed: bool = Fals
         total += len(labels)
     model.train(was_training)
     if distributed:
-        from . import distributed as dist
+        from ..runtime import distributed as dist
 
         correct, total = dist.all_reduce_sum([correct, total])
     return 100.0 * correct / max(total, 1)

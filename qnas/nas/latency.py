@@ -1,4 +1,4 @@
-"""Latency in the search: parsing budgets, the differentiable expected latency, the loss forms.
+"""Latency in the search: the differentiable expected latency, the loss forms.
 
 The latency table itself (milliseconds of candidate k at layer l, plus the fixed part) comes
 from :func:`qnas.predictors.lut.build_lut`; this module only needs its ``ms`` tensor
@@ -11,7 +11,6 @@ silently cut it; :func:`expected_latency_ms` must never do that).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,35 +18,7 @@ import torch
 
 from ..errors import QnasError
 
-LATENCY_FORMS = "a positive number with a unit: 300ms, 0.3s or 300000us"
-_LATENCY_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(ms|s|us|µs)\s*$",
-                              re.IGNORECASE)
-_UNIT_TO_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
-
 LOSS_FORMS = ("add-linear", "mul-log", "hinge")
-
-
-def parse_latency(text: str | float | int) -> float:
-    """``"300ms"`` / ``"0.3s"`` / ``"300000us"`` → milliseconds (a positive finite float).
-
-    Anything else — no unit, an unknown unit, zero, a negative or non-finite number — is a
-    :class:`QnasError` that lists the accepted forms.
-    """
-    match = _LATENCY_PATTERN.match(str(text))
-    if match:
-        value = float(match.group(1)) * _UNIT_TO_MS[match.group(2).lower()]
-        if math.isfinite(value) and value > 0:
-            return value
-    raise QnasError(f"latency budget {str(text)!r} is not understood; use {LATENCY_FORMS}")
-
-
-def format_ms(ms: float) -> str:
-    """A latency for people: ``'301.2 ms'``, ``'2.95 ms'``, ``'0.041 ms'``."""
-    if ms >= 100:
-        return f"{ms:.1f} ms"
-    if ms >= 1:
-        return f"{ms:.2f} ms"
-    return f"{ms:.3g} ms"
 
 
 # --- the table view the search uses ---------------------------------------------------------

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import distributed
+from ..runtime import distributed
 from .latency import LatencyLoss, TableView, expected_latency_ms, masked_probs
 from .supernet import Supernet
 

@@ -38,19 +38,19 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..errors import Interrupted, QnasError
 from ..nn.kernelwarehouse import kw_layers, kw_temperature
-from . import distributed
+from ..runtime import distributed
 from .best import best_record, write_best
-from .checkpoints import CheckpointStore, check_same_settings, load_verified
+from ..runtime.checkpoints import CheckpointStore, check_same_settings, load_verified
 from .derive import Derived, argmax_choice, derive_architecture
 from .evaluator import (SearchData, epoch_loader, evaluate_top1, has_batchnorm,
                         recalibrate_batchnorm, search_data)
-from .files import (check_writable_folder, save_torch_atomic, write_csv_atomic,
+from ..runtime.files import (check_writable_folder, save_torch_atomic, write_csv_atomic,
                     write_text_atomic)
-from .latency import (LatencyLoss, TableView, entropy, expected_latency_ms, format_ms,
-                      parse_latency, table_view)
+from ..units import format_ms, parse_latency
+from .latency import LatencyLoss, TableView, entropy, expected_latency_ms, table_view
 from .proxyless import ProxylessConfig, ProxylessStrategy
-from .signals import StopOnSignals, signal_name
-from .space import SearchSpace, load_space
+from ..runtime.signals import StopOnSignals, signal_name
+from ..space import SearchSpace, load_space
 from .supernet import Supernet
 
 # Defaults for the embedded digits data: the whole search (LUT, warm-up, search, derivation,

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .latency import masked_probs
-from .space import SearchSpace
+from ..space import SearchSpace
 
 
 class MixedOp(nn.Module):

@@ -5,13 +5,13 @@ from .blocks import (BLOCKS, ChannelMlp, ConvBlock, GnConv, HorBlock, KWChannelM
                      build_block, is_kw_kind)
 from .kernelwarehouse import (KWAttention, KWConv2d, KWManager, KWPlan, KernelAssembly,
                               kw_layers, kw_temperature, plan_warehouse, set_kw_temperature)
-from .mbconv import MBConv, MBConvNet
+from .mbconv import MBConv
 from .quadra import QuadraConv2d, QuadraLinear
 
 __all__ = [
     "QuadraConv2d", "QuadraLinear", "QuadraBlock", "ConvBlock", "HorBlock", "SwinBlock",
     "SkipBlock", "GnConv", "WindowAttention", "ChannelMlp", "MetaBlock", "BLOCKS", "build_block",
-    "MBConv", "MBConvNet",
+    "MBConv",
     "KWConv2d", "KWManager", "KWPlan", "KWAttention", "KernelAssembly", "QuadraBlockKW",
     "KWChannelMlp", "kw_temperature", "set_kw_temperature", "kw_layers", "plan_warehouse",
     "is_kw_kind",

@@ -1,24 +1,18 @@
-"""ProxylessNAS's MBConv block and its MobileNetV2-like network (the paper's NAS baseline space).
+"""ProxylessNAS's MBConv block (the paper's NAS baseline space; the network is
+:class:`qnas.models.MBConvNet`).
 
 MBConv(k, e) = 1×1 expand (C_in → e·C_in) + BN + ReLU6 (absent when e = 1), k×k depthwise conv
 (stride s) + BN + ReLU6, 1×1 project (→ C_out) + BN, plus the identity shortcut when s = 1 and
 C_in = C_out — ProxylessNAS's ``MBInvertedConvLayer`` inside a ``MobileInvertedResidualBlock``.
-
-:class:`MBConvNet`: 3×3/2 stem conv + BN + ReLU6, a fixed first MBConv (k3 e1), stages of
-(width, stride) whose first layer carries the stride, a final 1×1 conv (feature mix) + BN +
-ReLU6, global average pool and a Linear classifier. A layer op ``"identity"`` (ProxylessNAS's
-"zero" op: only the shortcut remains) is allowed wherever the shortcut exists.
 """
 from __future__ import annotations
-
-from typing import Sequence
 
 import torch
 from torch import nn
 
 
-def _conv_bn(cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1,
-             act: bool = True) -> nn.Sequential:
+def conv_bn(cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1,
+            act: bool = True) -> nn.Sequential:
     layers = [nn.Conv2d(cin, cout, kernel_size, stride, kernel_size // 2, groups=groups,
                         bias=False), nn.BatchNorm2d(cout)]
     if act:
@@ -42,9 +36,9 @@ class MBConv(nn.Module):
             raise ValueError(f"expansion must be positive, got {expansion!r}")
         self.in_dim, self.out_dim, self.stride = in_dim, out_dim, stride
         self.kernel_size, self.expansion = kernel_size, expansion
-        self.expand = _conv_bn(in_dim, hidden, 1) if hidden != in_dim else nn.Identity()
-        self.depthwise = _conv_bn(hidden, hidden, kernel_size, stride, groups=hidden)
-        self.project = _conv_bn(hidden, out_dim, 1, act=False)
+        self.expand = conv_bn(in_dim, hidden, 1) if hidden != in_dim else nn.Identity()
+        self.depthwise = conv_bn(hidden, hidden, kernel_size, stride, groups=hidden)
+        self.project = conv_bn(hidden, out_dim, 1, act=False)
         self.has_shortcut = stride == 1 and in_dim == out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,77 +48,3 @@ class MBConv(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_dim}→{self.out_dim}, k={self.kernel_size}, e={self.expansion}, "
                 f"stride={self.stride}")
-
-
-class MBConvNet(nn.Module):
-    """MobileNetV2-like network of MBConv layers (ProxylessNAS's search backbone).
-
-    Args:
-        layers: per stage, a list of ops ``"k5e6"`` / ``"identity"`` (identity only where the
-            shortcut exists: not at a stage's first layer when it strides or changes width).
-    """
-
-    def __init__(self, layers: Sequence[Sequence[str]], widths: Sequence[int],
-                 strides: Sequence[int], num_classes: int = 1000, in_chans: int = 3,
-                 stem_width: int = 32, first_block_width: int = 16, head_width: int = 1280,
-                 drop_rate: float = 0.0):
-        super().__init__()
-        from ..models.quadranet import parse_op
-
-        if not (len(layers) == len(widths) == len(strides)):
-            raise ValueError(f"layers, widths and strides need one entry per stage; got "
-                             f"{len(layers)}, {len(widths)}, {len(strides)}")
-        self.num_classes = num_classes
-        self.layer_ops = [list(stage) for stage in layers]
-        self.stem = _conv_bn(in_chans, stem_width, 3, stride=2)
-        self.first_block = MBConv(stem_width, first_block_width, 3, 1, 1)
-        self.stages = nn.ModuleList()
-        dim = first_block_width
-        for ops, width, stride in zip(self.layer_ops, widths, strides):
-            blocks = []
-            for position, op in enumerate(ops):
-                kind, kwargs = parse_op(op)
-                layer_stride = stride if position == 0 else 1
-                if kind == "identity":
-                    if layer_stride != 1 or dim != width:
-                        raise ValueError(f"identity is not possible where the layer strides or "
-                                         f"changes width ({dim}→{width}, stride {layer_stride})")
-                    blocks.append(nn.Identity())
-                else:
-                    blocks.append(MBConv(dim, width, kwargs["kernel_size"], kwargs["expansion"],
-                                         layer_stride))
-                dim = width
-            self.stages.append(nn.Sequential(*blocks))
-        self.feature_mix = _conv_bn(dim, head_width, 1)
-        self.num_features = head_width
-        self.head = nn.Module()
-        self.head.drop = nn.Dropout(drop_rate)
-        self.head.fc = nn.Linear(head_width, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0, 0.01)
-            nn.init.zeros_(module.bias)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.first_block(self.stem(x))
-        for stage in self.stages:
-            x = stage(x)
-        return self.feature_mix(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head.drop(x.mean((2, 3)))
-        return x if pre_logits else self.head.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))

@@ -6,10 +6,7 @@ costs each, and returns a :class:`Prediction` that always says where its number 
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import pandas as pd
@@ -73,20 +70,3 @@ class Predictor(Protocol):
     known_error: str
 
     def predict(self, module: nn.Module, input_shape: Sequence[int]) -> Prediction: ...
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder + ``os.replace``, so a
-    reader never sees a half-written file (and a crash leaves the old one intact)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)      # mkstemp makes 0600; shipped data must stay readable
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

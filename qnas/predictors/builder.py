@@ -54,6 +54,8 @@ import yaml
 from torch import nn
 
 from ..errors import QnasError
+from ..models.ops import is_identity
+from ..runtime.files import replace_folder
 from .base import Kernel
 from .measured import HOST_DEVICES, default_threads, time_callable, torch_device
 
@@ -173,7 +175,7 @@ def space_prior(space: str | None, input_shape: Sequence[int] | None) -> dict[st
     """Kernel configurations of a search space's candidate blocks and fixed part at a shape."""
     if space is None:
         return {}
-    from ..nas.space import load_space
+    from ..space import load_space
     from .kernels import decompose
 
     spc = load_space(space)
@@ -183,7 +185,7 @@ def space_prior(space: str | None, input_shape: Sequence[int] | None) -> dict[st
     for stage in range(len(spc.depths)):
         stage_shape = spc.stage_input_shape(stage, shape)
         for op in spc.candidates:
-            if op != "identity":
+            if not is_identity(op):
                 modules.append((spc.build_op(op, stage_shape[1]), stage_shape))
     for module, mshape in modules:
         for kernel in decompose(module, mshape):
@@ -499,7 +501,7 @@ def calibrate_overhead(folder: Path, op_costs: HostOpCosts, space: str, input_sh
     """
     import random
 
-    from ..nas.space import load_space
+    from ..space import load_space
     from .measured import time_module
     from .nnmeter_backend import import_nn_meter, predict_parts_with
 
@@ -679,7 +681,7 @@ def build_host_predictor(device: str = "host-cpu", samples: int = 100, out: str 
         }
         with open(staging / "meta.yaml", "w", encoding="utf-8") as handle:
             yaml.safe_dump(meta, handle, sort_keys=False)
-        _replace_folder(staging, folder)
+        replace_folder(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -703,14 +705,3 @@ def _holdout_error(x: np.ndarray, y: np.ndarray, n_estimators: int, seed: int) -
     model = RandomForestRegressor(n_estimators=n_estimators, random_state=seed)
     pred = model.fit(x[train], y[train]).predict(x[test])
     return float(np.median(np.abs(pred - y[test]) / np.maximum(y[test], 1e-9)))
-
-
-def _replace_folder(staging: Path, folder: Path) -> None:
-    """Move ``staging`` to ``folder`` atomically, replacing an earlier build."""
-    old = None
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -34,7 +34,7 @@ from scipy.optimize import least_squares
 
 from ..errors import QnasError
 from ..resources import data_dir
-from .base import write_text_atomic
+from ..runtime.files import write_text_atomic
 from .kernels import decompose, parse_input_shape
 from .profile import ProfileModel, load_profile, profile_path
 

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from ..errors import QnasError
-from .base import Predictor, write_text_atomic
+from ..runtime.files import write_text_atomic
+from .base import Predictor
 from .kernels import DECOMPOSITION_VERSION, parse_input_shape
 
 LUT_FORMAT = 1
@@ -185,14 +186,14 @@ def _is_identity(module: nn.Module) -> bool:
 def build_lut(space_or_layers, device: str | Predictor, input_shape=None,
               cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
               fixed: Sequence[tuple[nn.Module, Sequence[int]]] = ()) -> LatencyTable:
-    """The latency table of a search space (a :class:`~qnas.nas.space.SearchSpace`, a space
+    """The latency table of a search space (a :class:`~qnas.space.SearchSpace`, a space
     name or YAML path) or of hand-given layers (a list of :class:`LayerSpec`, with ``fixed`` =
     the (module, input shape) pairs outside the searchable layers) on ``device``.
 
     ``input_shape`` defaults to the space's deployment shape. Loaded from the cache when present
     (``table.from_cache`` is then True); ``use_cache=False`` neither reads nor writes it.
     """
-    from ..nas.space import SearchSpace, load_space
+    from ..space import SearchSpace, load_space
 
     predictor = _resolve_predictor(device)
     if isinstance(space_or_layers, (str, Path)):

@@ -59,6 +59,7 @@ import pandas as pd
 import yaml
 
 from ..errors import QnasError
+from ..runtime.files import replace_folder
 from .base import Kernel, Prediction
 
 ONNX_OPSET = 20
@@ -351,13 +352,7 @@ def _install_one(pred_name: str, folder: Path, known: dict[str, dict]) -> Path:
         for item in folder.iterdir():
             if item.is_file():
                 shutil.copy2(item, staging / item.name)
-        old = None
-        if target.exists():
-            old = target.with_name(f".{pred_name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(staging, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -9,7 +9,7 @@ The recipe (QuadraNet/ConvNeXt training, ``timm/train.py``):
 - gradient clipping at norm 5 (``timm.utils.dispatch_clip_grad``);
 - label smoothing 0.1 (``timm.loss.LabelSmoothingCrossEntropy``);
 - DropPath (stochastic depth, linear over the layers) from the model itself
-  (``drop_path_rate`` of :meth:`qnas.nas.space.SearchSpace.build_child`);
+  (``drop_path_rate`` of :meth:`qnas.space.SearchSpace.build_child`);
 - optionally an EMA of the weights (``timm.utils.ModelEmaV3``, with decay warm-up);
 - augmentation: CIFAR-10 gets the standard random crop (pad 4) + horizontal flip
   (:mod:`qnas.data.augment`, seeded per epoch); ImageFolder datasets use their own torchvision
@@ -29,7 +29,7 @@ that ConvNeXt-style AdamW training commonly uses on small datasets). Pass ``lr=4
 
 A run folder (default ``<best.json's folder>/retrain/``) holds ``last-<step>.pt`` (after every
 epoch, and mid-epoch on SIGINT/SIGTERM; atomic, checksummed, the newest two kept — see
-:mod:`qnas.nas.checkpoints`: model, optimiser, scheduler, EMA, epoch/step, RNG states, config,
+:mod:`qnas.runtime.checkpoints`: model, optimiser, scheduler, EMA, epoch/step, RNG states, config,
 best top-1), ``best.pt`` (the same, at the epoch with the best validation top-1),
 ``retrain_log.csv`` (one row per epoch) and, at the end, ``retrain.json`` (summary).
 ``resume=True`` continues from the newest good checkpoint and ends exactly like an uninterrupted
@@ -60,14 +60,14 @@ from .. import __version__
 from ..data import DatasetSplits, load_dataset
 from ..data.augment import FLIP_DATASETS, default_padding, random_shift_flip
 from ..errors import Interrupted, QnasError
-from ..nas import distributed
+from ..runtime import distributed
 from ..nas.best import BestArch, load_best
-from ..nas.checkpoints import (CheckpointStore, check_same_settings, load_verified,
+from ..runtime.checkpoints import (CheckpointStore, check_same_settings, load_verified,
                                save_verified)
 from ..nas.evaluator import epoch_loader, evaluate_top1, loader_seed
-from ..nas.files import check_writable_folder, write_csv_atomic, write_text_atomic
+from ..runtime.files import check_writable_folder, write_csv_atomic, write_text_atomic
 from ..nas.search import train_device, training_threads_scope
-from ..nas.signals import StopOnSignals, signal_name
+from ..runtime.signals import StopOnSignals, signal_name
 
 PAPER_LR = 4e-3                 # the paper's base lr ...
 LR_REFERENCE_BATCH = 4096       # ... at this batch size; lr scales linearly with batch / 4096
@@ -529,7 +529,7 @@ def load_retrained(path: str | Path, ema: bool | None = None) -> nn.Module:
     ``ema=None`` returns the weights the run judged its top-1 on (the EMA's when the run kept
     one, as ``best.pt`` is chosen on them); True/False picks the EMA / raw weights.
     """
-    from ..nas.space import space_from_dict
+    from ..space import space_from_dict
 
     state = _read(path)
     space = space_from_dict(state["space"], source=state.get("space_source", str(path)))

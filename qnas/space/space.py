@@ -31,7 +31,8 @@ import yaml
 from torch import nn
 
 from ..errors import QnasError
-from ..models.quadranet import QuadraNet, parse_op
+from ..models.ops import IDENTITY, is_identity, parse_op
+from ..models.quadranet import QuadraNet
 from ..resources import data_dir
 
 SPACE_SCHEMA_KEYS = {"name", "description", "macro", "width", "depths", "candidates",
@@ -104,7 +105,7 @@ class SearchSpace:
                 for position in range(depth):
                     layer_stride = stride if position == 0 else 1
                     ops = tuple(op for op in self.candidates
-                                if not (op in _IDENTITY_OPS
+                                if not (is_identity(op)
                                         and (layer_stride != 1 or in_dim != width)))
                     slots.append(LayerSlot(index, stage, position, width, in_dim, layer_stride,
                                            ops))
@@ -222,7 +223,7 @@ class SearchSpace:
         from ..nn.blocks import is_kw_kind
 
         kind, kwargs = parse_op(op)
-        if kind == "identity":
+        if kind == IDENTITY:
             return build_block(kind, dim)
         if self.macro == "mbconv":
             kind = "mbconv"
@@ -247,7 +248,7 @@ class SearchSpace:
             from ..nn.mbconv import MBConv
 
             kind, kwargs = parse_op(op)
-            if kind == "identity":
+            if kind == IDENTITY:
                 return nn.Identity()
             return MBConv(slot.in_dim, slot.dim, kwargs["kernel_size"], kwargs["expansion"],
                           slot.stride)
@@ -292,9 +293,9 @@ class SearchSpace:
         num_classes = self.num_classes if num_classes is None else num_classes
         stages = self.stage_ops(ops)
         if not keep_identity:
-            stages = [[op for op in stage if op not in _IDENTITY_OPS] for stage in stages]
+            stages = [[op for op in stage if not is_identity(op)] for stage in stages]
         if self.macro == "mbconv":
-            from ..nn.mbconv import MBConvNet
+            from ..models.mbconvnet import MBConvNet
 
             if drop_path_rate:
                 raise QnasError("the mbconv macro has no drop-path; use drop_path_rate=0")
@@ -322,7 +323,7 @@ class SearchSpace:
         identity layer was dropped)."""
         paths, seen = [], {}
         for slot, op in zip(self.layers, self.check_ops(ops)):
-            if op in _IDENTITY_OPS and not keep_identity:
+            if is_identity(op) and not keep_identity:
                 paths.append(None)
                 continue
             position = slot.position if keep_identity else seen.get(slot.stage, 0)
@@ -332,7 +333,7 @@ class SearchSpace:
 
     def smallest_ops(self) -> list[str]:
         """Identity wherever allowed, else the layer's first candidate."""
-        return [next((op for op in slot.ops if op in _IDENTITY_OPS), slot.ops[0])
+        return [next((op for op in slot.ops if is_identity(op)), slot.ops[0])
                 for slot in self.layers]
 
     def describe_ops(self, ops: Sequence[str]) -> str:
@@ -340,7 +341,6 @@ class SearchSpace:
         return " | ".join(f"s{i}: {' '.join(stage)}" for i, stage in enumerate(self.stage_ops(ops)))
 
 
-_IDENTITY_OPS = ("identity", "zero", "none")
 
 
 def list_spaces() -> list[str]:
