@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .deploy import export_child, measure_best
+from .nas.best import load_best
+from .nas.config import SearchConfig
+from .nas.search import search
+from .nas.sweep import has_checkpoint
+from .runtime.checkpoints import CheckpointStore
+from .train.config import RetrainConfig
+from .train.retraining import LAST, SUMMARY, retrain
+
 DEFAULT_OUT = Path("runs") / "demo"
 DEVICE, BUDGET = "cortexA76", "300ms"
 
@@ -37,13 +46,6 @@ def run_demo(out: str | Path = DEFAULT_OUT, progress: bool = True,
     ``search_config`` / ``retrain_config`` / ``measure_shape`` replace the defaults (the search
     of ``qnas search --device cortexA76 --latency 300ms``, ``qnas retrain``'s recipe, best.json's
     deployment shape) — for tests and other data."""
-    from .deploy import export_child, measure_best
-    from .nas.best import load_best
-    from .runtime.checkpoints import CheckpointStore
-    from .nas.search import SearchConfig, search
-    from .train import RetrainConfig, retrain
-    from .train.retrain import LAST, SUMMARY
-
     echo = echo or print
     out = Path(out)
     search_dir, result = out / "search", DemoResult(out, out / "search" / "best.json",
@@ -63,7 +65,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, progress: bool = True,
     # 1. search
     step("search", result.best_path.exists(), lambda: search(
         search_config or SearchConfig(device=DEVICE, latency=BUDGET), out=search_dir,
-        resume=CheckpointStore(search_dir).exists(), progress=progress, echo=echo))
+        resume=has_checkpoint(search_dir), progress=progress, echo=echo))
     best = load_best(result.best_path)
     result.facts.update(ops=best.space.describe_ops(best.ops),
                         predicted_ms=best.predicted_latency_ms, budget_ms=best.target_latency_ms,

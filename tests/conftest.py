@@ -31,15 +31,16 @@ def tiny_search(tmp_path_factory):
     :class:`qnas.nas.search.SearchResult`; ``result.best_path`` is its best.json."""
     import yaml
 
-    from qnas.nas.proxyless import ProxylessConfig
-    from qnas.nas.search import SearchConfig, search
+    from qnas.nas.config import OptimConfig
+    from qnas.nas.config import SearchConfig
+    from qnas.nas.search import search
 
     root = tmp_path_factory.mktemp("tiny-search")
     space = root / "tiny.yaml"
     space.write_text(yaml.safe_dump(TINY_SPACE))
     config = SearchConfig(device="cortexA76", latency="1.2ms", space=str(space), data="synthetic",
                           epochs=2, warmup_epochs=1, batch_size=32, loss="hinge", seed=3,
-                          optim=ProxylessConfig(arch_lr=0.05, arch_every=2),
+                          optim=OptimConfig(arch_lr=0.05, arch_every=2),
                           lut_cache_dir=str(root / "lut"))
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from qnas.bench import blocks
-from qnas.bench.blocks import (BLOCK_COLUMNS, BLOCK_KINDS, QUADRACONV_COLUMNS, QUADRACONV_IMPLS,
-                               BlockBenchConfig, build_stack, run_block_bench,
-                               run_quadraconv_bench, saved_bytes)
+from qnas.bench.blocks import BLOCK_COLUMNS, BLOCK_KINDS, build_stack, run_block_bench
+from qnas.bench.config import BlockBenchConfig
+from qnas.bench.measure import saved_bytes
+from qnas.bench.quadraconv import QUADRACONV_COLUMNS, QUADRACONV_IMPLS, run_quadraconv_bench
 from qnas.cli import main
 from qnas.errors import QnasError
 

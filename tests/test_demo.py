@@ -3,7 +3,7 @@ again finishes instead of repeating."""
 import yaml
 
 from qnas.demo import run_demo
-from qnas.nas.search import SearchConfig
+from qnas.nas.config import SearchConfig
 from qnas.train import RetrainConfig
 
 from conftest import TINY_SPACE

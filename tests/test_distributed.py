@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from qnas.runtime.checkpoints import CheckpointStore
-from qnas.nas.search import SearchConfig, search
+from qnas.nas.config import SearchConfig
+from qnas.nas.search import search
 
 from conftest import TINY_SPACE
 

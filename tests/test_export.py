@@ -16,7 +16,7 @@ from qnas.deploy import (CARD_NAME, FILE_NAMES, export_child, load_child, measur
                          parse_formats, read_child)
 from qnas.errors import QnasError
 from qnas.nas.best import load_best
-from qnas.nas.search import load_supernet
+from qnas.nas.supernet import load_supernet
 
 # a child with real blocks in three stages and one identity layer (the tiny search itself may
 # derive identity everywhere, which would leave no searched weights to copy)
@@ -182,7 +182,8 @@ def test_batchnorm_child_matches_the_searched_accuracy(tmp_path, single_thread):
     """mbconv children have BatchNorm: the export re-estimates its statistics exactly as the
     search did, so the exported child scores best.json's val_top1."""
     from qnas.nas.evaluator import epoch_loader, evaluate_top1, search_data
-    from qnas.nas.search import VAL_DATA, SearchConfig, search
+    from qnas.nas.config import SearchConfig
+    from qnas.nas.search import VAL_DATA, search
 
     space = tmp_path / "mb.yaml"
     space.write_text(yaml.safe_dump({
@@ -264,7 +265,7 @@ def test_refuses_an_out_under_a_file(tiny_search, tmp_path, capsys):
         main(["export", str(tiny_search.best_path), "--out", str(blocker / "export")])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("qnas: error: cannot export to") and "not a folder" in err
+    assert err.startswith("qnas: error: cannot export: --out") and "not a folder" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 

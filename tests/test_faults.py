@@ -14,7 +14,8 @@ import yaml
 from qnas.cli import main
 from qnas.errors import QnasError
 from qnas.runtime.checkpoints import CheckpointStore, checksum_path, load_verified
-from qnas.nas.search import SearchConfig, search
+from qnas.nas.config import SearchConfig
+from qnas.nas.search import search
 
 from conftest import TINY_SPACE
 

@@ -8,7 +8,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from qnas.errors import QnasError
 from qnas.nn import HorBlock, QuadraBlock, SwinBlock
 from qnas.predictors import decompose, parse_input_shape
-from qnas.predictors.registry import device_table, profile_predictor
+from qnas.predictors.devices import device_table
+from qnas.predictors.registry import profile_predictor
 
 MATRIX_OPS = {"conv", "pwconv", "dwconv", "gconv", "linear", "matmul"}
 

@@ -293,7 +293,8 @@ def test_kw_space_searches_and_exports_end_to_end(tmp_path, single_thread):
     """`qnas search` on a space with kw candidates, then `qnas export` of its best.json (the
     export verifies child = supernet and onnxruntime = PyTorch before it writes)."""
     from qnas.deploy import export_child, load_child
-    from qnas.nas.search import SearchConfig, search
+    from qnas.nas.config import SearchConfig
+    from qnas.nas.search import search
 
     path = tmp_path / "kwtoy.yaml"
     path.write_text(yaml.safe_dump(KW_SPACE))

@@ -4,12 +4,10 @@ import time
 
 import pytest
 import torch
-from torch import nn
 
 from qnas.errors import QnasError
 from qnas.space import load_space
-from qnas.nn import QuadraBlock
-from qnas.predictors import LatencyTable, LayerSpec, build_lut
+from qnas.predictors import LatencyTable, build_lut
 from qnas.predictors.lut import default_cache_dir
 from qnas.predictors.registry import profile_predictor
 
@@ -91,17 +89,20 @@ def test_save_load_roundtrip_and_corrupt_files(space, cortex, tmp_path):
     assert not rebuilt.from_cache and torch.equal(rebuilt.ms, table.ms)
 
 
-def test_hand_given_layers(cortex, tmp_path):
-    layers = [LayerSpec(f"l{i}", (1, 8, 16, 16),
-                        {"quadra": lambda: QuadraBlock(8, 3, 2), "skip": nn.Identity()})
-              for i in range(3)]
-    table = build_lut(layers, cortex, cache_dir=tmp_path, fixed=[(nn.Conv2d(3, 8, 4, 4),
-                                                                 (1, 3, 64, 64))])
-    assert table.costed == 2 and table.ms[:, 1].eq(0).all() and table.ms[:, 0].gt(0).all()
+def test_a_space_given_as_a_yaml_file(cortex, tmp_path):
+    yaml_path = tmp_path / "tiny.yaml"
+    yaml_path.write_text("name: tiny\nmacro: quadranet\nwidth: 8\ndepths: [1, 1, 2, 1]\n"
+                         "candidates: [k3e2, identity]\ninput_shape: [1, 3, 64, 64]\n")
+    space = load_space(yaml_path)
+    table = build_lut(str(yaml_path), cortex, cache_dir=tmp_path)
+    assert table.space == "tiny" and table.layer_names == [slot.name for slot in space.layers]
+    # identity costs nothing; each (op, layer input) pair is costed once: one shape per stage
+    assert table.costed == 4 * 2 and table.ms[:, 1].eq(0).all() and table.ms[:, 0].gt(0).all()
+    # the fixed part is the child with identity everywhere (stem, downsamples, head)
+    identity_child = space.build_child(["identity"] * space.num_layers)
     assert table.fixed_ms == pytest.approx(
-        cortex.predict(nn.Conv2d(3, 8, 4, 4), (1, 3, 64, 64)).latency_ms)
-    assert build_lut(layers, cortex, cache_dir=tmp_path, fixed=[
-        (nn.Conv2d(3, 8, 4, 4), (1, 3, 64, 64))]).from_cache
+        cortex.predict(identity_child, (1, 3, 64, 64)).latency_ms)
+    assert build_lut(yaml_path, cortex, cache_dir=tmp_path).from_cache
 
 
 def test_default_cache_dir_follows_environment(monkeypatch, tmp_path):

@@ -113,16 +113,17 @@ def _build_scenario(out: Path) -> dict:
     import yaml
 
     from qnas.predictors import nnmeter_backend as nb
+    from qnas.predictors import nnmeter_files as nf
     from qnas.predictors.builder import build_host_predictor
 
-    result = {"available_before": nb.nnmeter_available("host-cpu")}
+    result = {"available_before": nf.nnmeter_available("host-cpu")}
     built = build_host_predictor("host-cpu", samples=3, n_estimators=3, op_samples=2,
                                  space="quadranet", input_shape=(1, 3, 32, 32),
                                  calibration_networks=1)
     result["files"] = sorted(p.name for p in built.folder.iterdir())
-    result["registered"] = [c["name"] for c in nb.predictor_configs()
+    result["registered"] = [c["name"] for c in nf.predictor_configs()
                             if c["name"].startswith("qnas_")]
-    result["available_after"] = nb.nnmeter_available("host-cpu")
+    result["available_after"] = nf.nnmeter_available("host-cpu")
     result["meta"] = yaml.safe_load((built.folder / "meta.yaml").read_text())
     costs = yaml.safe_load((built.folder / "qnas_op_costs.yaml").read_text())
     result["calibration_networks"] = costs["calibration"]["networks"]

@@ -239,7 +239,7 @@ def test_incomplete_published_files_never_trigger_a_download(published):
 
 def test_install_refuses_a_folder_without_predictors(tmp_path):
     from qnas.errors import QnasError
-    from qnas.predictors.nnmeter_backend import install_nnmeter_predictors
+    from qnas.predictors.nnmeter_files import install_nnmeter_predictors
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(QnasError, match="no nn-Meter predictor found"):
@@ -252,6 +252,7 @@ def _scenario_registered(out: Path) -> dict:
 
     from qnas.errors import QnasError
     from qnas.predictors import nnmeter_backend as nb
+    from qnas.predictors import nnmeter_files as nf
 
     result: dict = {}
     # 1. no nn-Meter files at all: a one-line QnasError that says what to do
@@ -260,7 +261,7 @@ def _scenario_registered(out: Path) -> dict:
         result["missing"] = {"error_type": None}
     except QnasError as err:
         result["missing"] = {"error_type": type(err).__name__, "message": str(err)}
-    result["missing"]["available"] = nb.nnmeter_available("cortexA76")
+    result["missing"]["available"] = nf.nnmeter_available("cortexA76")
     result["missing"]["nn_meter_imported"] = "nn_meter" in sys.modules
 
     # 2. a customised predictor in nn-Meter's format, registered with the real CLI
@@ -275,8 +276,8 @@ def _scenario_registered(out: Path) -> dict:
     done = subprocess.run([str(cli), "register", "--predictor", str(folder / "meta.yaml")],
                           capture_output=True, text=True, check=True)
     assert "Successfully register predictor" in done.stdout, done.stdout + done.stderr
-    result["available_after_register"] = nb.nnmeter_available(TEST_PREDICTOR)
-    result["registered_names"] = [c["name"] for c in nb.predictor_configs()]
+    result["available_after_register"] = nf.nnmeter_available(TEST_PREDICTOR)
+    result["registered_names"] = [c["name"] for c in nf.predictor_configs()]
 
     # 3. a QuadraNet through qnas's nn-Meter backend vs nn-Meter's own prediction + profile
     from qnas.models import QuadraNet
@@ -335,11 +336,12 @@ def _scenario_published(out: Path) -> dict:
     from qnas.errors import QnasError
     from qnas.models import QuadraNet
     from qnas.predictors import nnmeter_backend as nb
+    from qnas.predictors import nnmeter_files as nf
     from qnas.predictors.profile import ProfilePredictor
     from qnas.predictors.registry import get
 
     name = "cortexA76cpu_tflite21"
-    result: dict = {"available_before": nb.nnmeter_available("cortexA76")}
+    result: dict = {"available_before": nf.nnmeter_available("cortexA76")}
     # a stand-in for nn-Meter's release zip: the folder <name>/ with every kernel predictor
     source = out / "release"
     write_predictor_folder(source / name, FEATURE_LENGTHS, legacy=("conv-bn-relu", "fc"))
@@ -352,26 +354,26 @@ def _scenario_published(out: Path) -> dict:
 
     def use() -> dict:
         nb._LOADED.clear()
-        files = nb.nnmeter_files("cortexA76")
+        files = nf.nnmeter_files("cortexA76")
         prediction = nb.NNMeterPredictor("cortexA76", profile=profile).predict(model, MODEL_SHAPE)
         return {"available": files.available, "folder": str(files.folder),
                 "files": sorted(p.name for p in files.folder.iterdir()),
                 "latency_ms": prediction.latency_ms, "source": prediction.source,
                 "version": prediction.version}
 
-    (installed,) = nb.install_nnmeter_predictors(archive)
-    assert installed == nb.builtin_predictor_folder(name)
+    (installed,) = nf.install_nnmeter_predictors(archive)
+    assert installed == nf.builtin_predictor_folder(name)
     result["zip"] = use()
     result["registry_source"] = get("cortexA76").source
     shutil.rmtree(installed)
-    nb.install_nnmeter_predictors(source)          # the unpacked folder holding <name>/
+    nf.install_nnmeter_predictors(source)          # the unpacked folder holding <name>/
     result["folder"] = use()
 
     # one kernel predictor missing: qnas says so, and nn-Meter is not allowed to download
     (installed / "fc.pkl").unlink()
-    files = nb.nnmeter_files("cortexA76")
-    broken = {"available": files.available, "message": nb.missing_message("cortexA76", files)}
-    nn_meter = nb.import_nn_meter()
+    files = nf.nnmeter_files("cortexA76")
+    broken = {"available": files.available, "message": nf.missing_message("cortexA76", files)}
+    nn_meter = nf.import_nn_meter()
     try:
         nn_meter.load_latency_predictor(name)
         broken["nn_meter_load_error"] = None

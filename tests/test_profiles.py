@@ -9,11 +9,11 @@ from torch import nn
 
 import qnas.cli.predictor  # noqa: F401  (adds the predictor commands to the cli group)
 from qnas.cli import cli
+from qnas.deploy.child import model_from_spec
 from qnas.errors import QnasError
 from qnas.predictors import describe_devices, get, list_devices
 from qnas.predictors.calibrate import calibrate, fitted_devices, reference_kernels
 from qnas.predictors.profile import ProfilePredictor, load_profile, profile_path
-from qnas.predictors.registry import model_from_spec
 
 # LOMO median |rel. error| bounds vs nn-Meter's reference (acceptance criteria of issue 3)
 LOMO_BOUNDS = {"cortexA76": 0.15, "adreno640": 0.15, "adreno630": 0.15, "myriadvpu": 0.25}

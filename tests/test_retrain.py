@@ -15,10 +15,10 @@ from qnas.data import load_dataset
 from qnas.errors import QnasError
 from qnas.nas.best import SCHEMA_VERSION, load_best
 from qnas.nas.evaluator import epoch_loader, evaluate_top1
-from qnas.nas.search import load_supernet
+from qnas.nas.supernet import load_supernet
 from qnas.train import RetrainConfig, load_retrained, retrain
 from qnas.runtime.checkpoints import CheckpointStore
-from qnas.train.retrain import BEST, LAST, LOG, SUMMARY, _Run
+from qnas.train.retraining import BEST, LAST, LOG, SUMMARY, RetrainRun
 
 
 def tiny(**changes) -> RetrainConfig:
@@ -178,7 +178,7 @@ def test_the_recipe_is_adamw_cosine_smoothing_and_clipping(tiny_search):
     best = load_best(tiny_search.best_path)
     config = tiny(drop_path_rate=0.0).resolved(best)
     data = load_dataset("synthetic", resolution=32, seed=3)
-    run = _Run(best, config, data, tiny_search.out / "unused", echo=lambda _: None)
+    run = RetrainRun(best, config, data, tiny_search.out / "unused", echo=lambda _: None)
     assert not (tiny_search.out / "unused").exists()
 
     # AdamW, wd 0.05 on weights, none on biases / norms / layer scale, lr × batch / 4096
@@ -215,7 +215,7 @@ def test_the_recipe_is_adamw_cosine_smoothing_and_clipping(tiny_search):
     raw = torch.norm(torch.stack([p.grad.norm() for p in run.model.parameters()
                                   if p.grad is not None]))
     assert raw > 10
-    run.train_step(images, labels, step=0)
+    run.step((images, labels), epoch=0, index=0)
     clipped = torch.norm(torch.stack([p.grad.norm() for p in run.model.parameters()
                                       if p.grad is not None]))
     assert clipped == pytest.approx(5.0, rel=1e-4)

@@ -9,9 +9,11 @@ from qnas.cli import main
 from qnas.errors import QnasError
 from qnas.nas.best import SCHEMA_VERSION, load_best
 from qnas.runtime.checkpoints import CheckpointStore
-from qnas.nas.proxyless import ProxylessConfig
+from qnas.nas.config import OptimConfig
 from qnas.space import load_space
-from qnas.nas.search import SearchConfig, load_supernet_weights, search, train_supernet
+from qnas.nas.config import SearchConfig
+from qnas.nas.search import search, train_supernet
+from qnas.nas.supernet import load_supernet_weights
 from qnas.nas.supernet import Supernet
 
 TINY = {"name": "tinytest", "width": 8, "depths": [1, 1, 1, 1],
@@ -34,7 +36,7 @@ def workspace(tmp_path_factory):
 def tiny_config(space, **changes):
     settings = dict(device="cortexA76", latency="1.2ms", space=str(space), data="synthetic",
                     epochs=3, warmup_epochs=1, batch_size=32, loss="add-linear", seed=5,
-                    optim=ProxylessConfig(arch_lr=0.05, arch_every=2),
+                    optim=OptimConfig(arch_lr=0.05, arch_every=2),
                     lut_cache_dir=None)
     settings.update(changes)
     return SearchConfig(**settings)

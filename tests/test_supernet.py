@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qnas.bench.supernet import saved_tensor_bytes
+from qnas.bench.measure import saved_bytes as saved_tensor_bytes
 from qnas.space import load_space
 from qnas.nas.latency import LatencyLoss, hand_table, masked_probs
 from qnas.nas.proxyless import (ProxylessStrategy, rescale_alpha_, sample_pairs, sample_paths,

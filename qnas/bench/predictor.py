@@ -17,6 +17,11 @@ from typing import Callable, Sequence
 
 from ..errors import QnasError
 from ..models.ops import is_identity
+from ..predictors.builder import build_host_predictor
+from ..predictors.measured import MeasuredPredictor
+from ..predictors.nnmeter_backend import NNMeterPredictor
+from ..predictors.nnmeter_files import missing_message, nnmeter_files
+from ..space import load_space
 
 GOAL = 0.25
 
@@ -77,11 +82,6 @@ def bench_predictor(children: int = 5, input_shape: Sequence[int] | None = (1, 3
                     threads: int | None = None, build: bool = True, repeats: int = 21,
                     progress: Callable[[str], None] | None = None) -> BenchResult:
     """Compare the host-cpu nn-Meter predictor with measurements on ``children`` random children."""
-    from ..space import load_space
-    from ..predictors.builder import build_host_predictor
-    from ..predictors.measured import MeasuredPredictor
-    from ..predictors.nnmeter_backend import NNMeterPredictor, missing_message, nnmeter_files
-
     say = progress or (lambda _msg: None)
     spc = load_space(space)
     shape = tuple(input_shape or spc.input_shape)

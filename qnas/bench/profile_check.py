@@ -28,7 +28,13 @@ import pandas as pd
 import torch
 
 from ..errors import QnasError
+from ..models.by_name import model_from_name
 from ..models.ops import is_identity
+from ..models.quadranet import MODEL_NAMES
+from ..predictors.devices import device_info
+from ..predictors.measured import HOST_DEVICES, MeasuredPredictor, cpu_model
+from ..predictors.registry import profile_predictor
+from ..space import load_space
 
 DEFAULT_MODELS = ("quadranet_xxs", "quadranet_t", "resnet18")
 COLUMNS = ["profile", "relation", "batch", "kind", "op", "shape", "layer", "kernels",
@@ -82,8 +88,6 @@ def relation(device: str, hardware: str) -> str:
 
 
 def _hardware(measure: str) -> str:
-    from ..predictors.measured import cpu_model
-
     if measure == "host-cuda":
         return torch.cuda.get_device_name()
     return cpu_model()
@@ -121,23 +125,16 @@ def block_cases(space, input_shape: Sequence[int]) -> list[tuple[str, str, tuple
 
 
 def _build_model(name: str, num_classes: int, notes: list[str]):
-    """A qnas model (via timm) or, if torchvision imports here, a torchvision/timm one."""
-    import timm
-
-    import qnas  # noqa: F401 -- registers the QuadraNet family with timm
-    from ..models import MODEL_NAMES
-
-    if name in MODEL_NAMES:
-        return timm.create_model(name, num_classes=num_classes)
-    try:
-        import torchvision  # noqa: F401
-    except Exception as err:  # noqa: BLE001 -- a torchvision built for another torch
-        notes.append(f"{name} skipped: torchvision does not import here "
-                     f"({type(err).__name__}: {' '.join(str(err).split())[:120]})")
-        return None
-    from ..predictors.registry import model_from_spec
-
-    return model_from_spec(name, num_classes=num_classes)
+    """A qnas model or, if torchvision imports here, a torchvision/timm one (None, with a note,
+    when it does not)."""
+    if name not in MODEL_NAMES:
+        try:
+            import torchvision  # noqa: F401 -- a torchvision built for another torch fails here
+        except Exception as err:  # noqa: BLE001
+            notes.append(f"{name} skipped: torchvision does not import here "
+                         f"({type(err).__name__}: {' '.join(str(err).split())[:120]})")
+            return None
+    return model_from_name(name, num_classes=num_classes)
 
 
 def check_profile(devices: str | Sequence[str], measure: str = "host-cuda",
@@ -151,10 +148,6 @@ def check_profile(devices: str | Sequence[str], measure: str = "host-cuda",
     to run at (the space's deployment shape with N replaced). ``resolution``: override the
     deployment H=W (for quick checks; the reported errors are then not the deployment's).
     """
-    from ..space import load_space
-    from ..predictors.measured import HOST_DEVICES, MeasuredPredictor
-    from ..predictors.registry import device_info, profile_predictor
-
     say = progress or (lambda _msg: None)
     if isinstance(devices, str):
         devices = [d for d in devices.split(",") if d.strip()]

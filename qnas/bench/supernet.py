@@ -12,8 +12,7 @@ for backward (parameters excluded; goal for the weight step ≤ 1.2× the child'
 """
 from __future__ import annotations
 
-import statistics
-import time
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +20,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..nas.proxyless import ProxylessStrategy, _no_weight_grads
+from ..nas.supernet import Supernet
+from ..runtime.threads import BENCHMARK, torch_threads
+from ..space import load_space
+from .measure import saved_bytes, time_round_robin
 
 WEIGHT_GOAL, ARCH_GOAL, MEMORY_GOAL = 1.15, 2.3, 1.2
 
@@ -34,25 +39,7 @@ class SupernetBenchConfig:
     rounds: int = 10
     warmup: int = 2
     seed: int = 0
-    threads: int | None = None
-
-
-def saved_tensor_bytes(fn: Callable[[], object], parameters=()) -> int:
-    """Bytes of the distinct tensors autograd saves for backward while ``fn()`` runs, leaving
-    out ``parameters`` (they are alive anyway)."""
-    skip = {p.untyped_storage().data_ptr() for p in parameters}
-    seen: dict[int, int] = {}
-
-    def pack(tensor):
-        storage = tensor.untyped_storage()
-        pointer = storage.data_ptr()
-        if pointer not in skip and pointer != 0:
-            seen[pointer] = max(seen.get(pointer, 0), storage.nbytes())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        fn()
-    return sum(seen.values())
+    threads: int | None = None     # default: every core this process may use (qnas.runtime.threads)
 
 
 def sample_architecture(space, seed: int) -> list[str]:
@@ -66,15 +53,8 @@ def sample_architecture(space, seed: int) -> list[str]:
 
 def bench_supernet(config: SupernetBenchConfig | None = None) -> pd.DataFrame:
     """Run the benchmark; one row per step kind."""
-    from ..nas.proxyless import ProxylessStrategy
-    from ..space import load_space
-    from ..nas.supernet import Supernet
-
     config = config or SupernetBenchConfig()
-    previous_threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with torch_threads(config.threads, BENCHMARK) as threads:
         space = load_space(config.space)
         torch.manual_seed(config.seed)
         supernet = Supernet(space, config.num_classes)
@@ -108,13 +88,7 @@ def bench_supernet(config: SupernetBenchConfig | None = None) -> pd.DataFrame:
             "supernet weight step": lambda: strategy.weight_step(images, labels, 0, paths=paths),
             "supernet arch step": lambda: strategy.arch_step(images, labels, 0, pairs=pairs),
         }
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for round_ in range(config.warmup + config.rounds):
-            for name, step in steps.items():
-                started = time.perf_counter()
-                step()
-                if round_ >= config.warmup:
-                    times[name].append(time.perf_counter() - started)
+        seconds = time_round_robin(steps, config.rounds, config.warmup, "cpu")
 
         memory = {
             "child weight step": _forward_saved(lambda: child(images), child),
@@ -124,16 +98,14 @@ def bench_supernet(config: SupernetBenchConfig | None = None) -> pd.DataFrame:
                 lambda: (supernet.set_pairs(pairs), supernet(images)), supernet, frozen=True),
         }
         supernet.clear_paths()
-    finally:
-        torch.set_num_threads(previous_threads)
 
-    base_ms = statistics.median(times["child weight step"]) * 1e3
+    base_ms = seconds["child weight step"] * 1e3
     base_bytes = memory["child weight step"]
     goals = {"child weight step": None, "supernet weight step": WEIGHT_GOAL,
              "supernet arch step": ARCH_GOAL}
     rows = []
     for name in steps:
-        ms = statistics.median(times[name]) * 1e3
+        ms = seconds[name] * 1e3
         rows.append({"step": name, "median_ms": ms, "time_ratio": ms / base_ms,
                      "time_goal": goals[name], "saved_MiB": memory[name] / 2 ** 20,
                      "saved_ratio": memory[name] / base_bytes,
@@ -141,18 +113,14 @@ def bench_supernet(config: SupernetBenchConfig | None = None) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     table.attrs.update(space=space.name, ops=ops, batch_size=config.batch_size,
                        resolution=config.resolution, rounds=config.rounds,
-                       threads=config.threads or previous_threads)
+                       threads=threads)
     return table
 
 
 def _forward_saved(forward: Callable[[], object], module: nn.Module, frozen: bool = False) -> int:
     """Saved bytes of one training-mode forward (``frozen``: weights off the graph, as in the
     arch step)."""
-    import contextlib
-
-    from ..nas.proxyless import _no_weight_grads
-
     module.train()
     context = _no_weight_grads(module.parameters()) if frozen else contextlib.nullcontext()
     with context:
-        return saved_tensor_bytes(forward, list(module.parameters()))
+        return saved_bytes(forward, exclude=list(module.parameters()))

@@ -76,3 +76,35 @@ def blocks_command(kinds, channels, layers, batch, resolution, kernel_size, hor_
             click.echo(blocks.format_quadraconv_table(conv_table).to_string(index=False))
             click.echo(f"wrote {conv_path}")
     click.echo(f"wall time {time.perf_counter() - start:.1f} s")
+
+
+@bench.command("supernet")
+@click.option("--space", default="quadranet", show_default=True)
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--resolution", default=32, show_default=True, type=int)
+@click.option("--rounds", default=10, show_default=True, type=int,
+              help="Timed rounds (each runs the three steps once; medians).")
+@click.option("--warmup", default=2, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=None, type=int,
+              help="torch intra-op threads  [default: torch's]")
+def bench_supernet_command(space, batch_size, resolution, rounds, warmup, seed, threads) -> None:
+    """Step time and saved activations: supernet weight/arch step vs the same child's step."""
+    from ..bench.supernet import SupernetBenchConfig, bench_supernet
+
+    if rounds < 1 or batch_size < 1:
+        raise click.BadParameter("--rounds and --batch-size must be ≥ 1")
+    table = bench_supernet(SupernetBenchConfig(space=space, batch_size=batch_size,
+                                               resolution=resolution, rounds=rounds,
+                                               warmup=warmup, seed=seed, threads=threads))
+    attrs = table.attrs
+    click.echo(f"space {attrs['space']}, batch {attrs['batch_size']}, "
+               f"{attrs['resolution']}x{attrs['resolution']}, {attrs['threads']} threads, "
+               f"{attrs['rounds']} rounds; child: {' '.join(attrs['ops'])}")
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}",
+                               na_rep="-"))
+    weight = table.set_index("step").loc["supernet weight step"]
+    arch = table.set_index("step").loc["supernet arch step"]
+    click.echo(f"step-time ratio supernet/child: weight {weight.time_ratio:.2f} (goal ≤ "
+               f"{weight.time_goal}), arch {arch.time_ratio:.2f} (goal ≤ {arch.time_goal}); "
+               f"saved-for-backward ratio {weight.saved_ratio:.2f} (goal ≤ {weight.saved_goal})")

@@ -27,8 +27,8 @@ def install_nnmeter_command(path: str, name: str | None) -> None:
     github.com/microsoft/nn-Meter/releases, fetched on a machine with network) or its unpacked
     folder. The files go where nn-Meter looks for them (~/.nn_meter/data/predictor/<name>/).
     """
-    from ..predictors.nnmeter_backend import (device_map, install_nnmeter_predictors,
-                                              nnmeter_available)
+    from ..predictors.nnmeter_files import (device_map, install_nnmeter_predictors,
+                                            nnmeter_available)
 
     installed = install_nnmeter_predictors(path, name=name)
     devices = {v: k for k, v in device_map().items()}
@@ -75,7 +75,7 @@ def build_command(device, samples, out, space, input_shape, threads, trees, seed
     for kernel, error in built.kernel_errors.items():
         shown = "n/a (fewer than 10 samples)" if error is None else f"{100 * error:.1f}%"
         click.echo(f"  {kernel:16s} hold-out median |rel. error| {shown}")
-    from ..predictors.builder import HostOpCosts
+    from ..predictors.op_costs import HostOpCosts
 
     costs = HostOpCosts.from_folder(built.folder)
     if costs is not None and costs.calibration:

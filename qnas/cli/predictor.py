@@ -29,7 +29,7 @@ def devices_command() -> None:
 
 
 def _devices_from_option(device: str) -> list[str]:
-    from ..predictors.registry import device_info, list_devices
+    from ..predictors.devices import device_info, list_devices
 
     if device.strip().lower() == "all":
         return list_devices()
@@ -120,7 +120,9 @@ def _predict_and_report(spec: str, devices: list[str], explicit: bool, shape: tu
                         num_classes: int) -> None:
     from ..errors import QnasError
     from ..predictors.kernels import decompose
-    from ..predictors.registry import device_info, get, model_from_spec
+    from ..deploy.child import model_from_spec
+    from ..predictors.devices import device_info
+    from ..predictors.registry import get
 
     # analytic backends only need shapes (meta device); a measured one needs real weights
     measured = any(device_info(name).kind == "measured" for name in devices)
@@ -173,7 +175,7 @@ def predictor() -> None:
 def calibrate_command(device: str, write: bool, out: str | None) -> None:
     """Fit DEVICE's profile to nn-Meter's reference latencies; print the leave-one-model-out table."""
     from ..predictors.calibrate import calibrate, write_profile
-    from ..predictors.registry import device_info
+    from ..predictors.devices import device_info
 
     name = device_info(device).name
     result = calibrate(name)

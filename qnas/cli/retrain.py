@@ -1,55 +1,36 @@
-"""``qnas retrain``: parse, call :func:`qnas.train.retrain`, report."""
+"""``qnas retrain``: parse, call :func:`qnas.train.retrain`, report. Its options come from
+:class:`qnas.train.config.RetrainConfig`."""
 from __future__ import annotations
 
 import click
 
+from ..train.config import RetrainConfig
 from . import cli
+from .options import config_options, print_config_and_exit, resolve_config, run_options
 
 
-@cli.command("retrain")
+@cli.command("retrain", epilog="""\b
+Examples:
+  qnas retrain runs/x/best.json
+  qnas retrain runs/x/best.json --epochs 300 --lr 4e-3 --data imagefolder:/data/imagenet
+  qnas retrain runs/x/best.json --init inherit --ema""")
 @click.argument("best_json", type=click.Path(dir_okay=False))
-@click.option("--epochs", default=None, type=int, help="Training epochs  [default: 10]")
-@click.option("--data", default="digits", show_default=True,
-              help="Dataset: digits, synthetic, cifar10:PATH, imagefolder:PATH.")
-@click.option("--init", "init", default="scratch", show_default=True,
-              type=click.Choice(["scratch", "inherit"]),
-              help="Fresh weights, or the supernet's weights of the chosen ops.")
-@click.option("--out", default=None, type=click.Path(file_okay=False),
-              help="Run folder  [default: <best.json's folder>/retrain]")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its newest good checkpoint.")
-@click.option("--batch-size", default=None, type=int, help="Batch size  [default: 64]")
-@click.option("--lr", default=None, type=float,
-              help="Base learning rate at batch 4096; AdamW uses lr × batch/4096  "
-                   "[default: 0.128, i.e. 2e-3 at batch 64; the paper's is 4e-3]")
-@click.option("--resolution", default=None, type=int,
-              help="Training resolution  [default: the search's, from best.json]")
-@click.option("--seed", default=0, show_default=True, type=int,
-              help="Seed of the split, the initialisation and the batch order.")
-@click.option("--ema/--no-ema", default=False, show_default=True,
-              help="Keep an EMA of the weights (best.pt is then chosen on the EMA's top-1).")
-@click.option("--drop-path", default=None, type=float,
-              help="DropPath (stochastic depth) rate  [default: 0.1; 0 for mbconv spaces]")
-@click.option("--stop-after", default=None, type=int,
-              help="Stop after this many epochs in this invocation (resume later).")
-@click.option("--threads", default=None, type=int,
-              help="torch intra-op threads  [default: all cores but one]")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def retrain_command(best_json, epochs, data, init, out, resume, batch_size, lr, resolution, seed,
-                    ema, drop_path, stop_after, threads, quiet) -> None:
+@config_options(RetrainConfig)
+@run_options(out_default="<best.json's folder>/retrain")
+def retrain_command(best_json, out, resume, stop_after, quiet, **options) -> None:
     """Train the child of BEST_JSON (from 'qnas search') with the paper's recipe; report its
     validation top-1 and write last-<step>.pt, best.pt, retrain_log.csv and retrain.json."""
+    print_config = options.get("print_config")
+    config = resolve_config(RetrainConfig, options)
+    if print_config:
+        print_config_and_exit(config)
     from tqdm.auto import tqdm
 
     from ..runtime.distributed import is_main
-    from ..train import RetrainConfig, retrain
+    from ..train.retraining import retrain
 
-    settings = dict(data=data, init=init, seed=seed, ema=ema, resolution=resolution,
-                    drop_path_rate=drop_path, threads=threads)
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
-        if value is not None:
-            settings[key] = value
-    result = retrain(best_json, RetrainConfig(**settings), out=out, resume=resume,
-                     progress=not quiet, echo=tqdm.write, stop_after_epochs=stop_after)
+    result = retrain(best_json, config, out=out, resume=resume, progress=not quiet,
+                     echo=tqdm.write, stop_after_epochs=stop_after)
     if not is_main():               # under torchrun only rank 0 reports
         return
     if not result.finished:

@@ -20,7 +20,6 @@ search's training data after step 3's first check, exactly as the search did bef
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
@@ -28,7 +27,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -39,34 +37,18 @@ from torch import nn
 
 from .. import __version__
 from ..errors import QnasError
-from ..nas.best import BestArch, load_best
-from ..space import SearchSpace, space_from_dict
-
-CHILD_FORMAT = "qnas-child"
-CHILD_FORMAT_VERSION = 1
-FORMATS = ("pt", "onnx", "torchscript")
-FILE_NAMES = {"pt": "child.pt", "onnx": "child.onnx", "torchscript": "child.torchscript.pt"}
-CARD_NAME = "MODEL_CARD.md"
-DEFAULT_OPSET = 20           # LayerNormalization (17) and Gelu (20) stay single nodes
-MIN_OPSET = 17
-CHILD_ATOL = 1e-5            # child vs supernet: the same ops on the same weights
-RUNTIME_ATOL = 1e-4          # onnxruntime / TorchScript vs PyTorch: other kernels, fp32
-RUNTIME_RTOL = 1e-4
-VERIFY_BATCHES = (1, 3)
-ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
-# kernel types whose FLOPs are multiply-adds (see qnas.predictors.kernels)
-MAC_KERNELS = ("conv", "pwconv", "dwconv", "gconv", "linear", "matmul")
-MACS_RULE = ("conv, linear and matmul kernels of qnas's kernel decomposition "
-             "(qnas.predictors.kernels.decompose), MACs = FLOPs / 2")
-
-
-def _max_opset() -> int:
-    try:
-        from torch.onnx import _constants
-
-        return int(_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
-    except (ImportError, AttributeError):
-        return DEFAULT_OPSET
+from ..nas.best import BestArch
+from ..nas.evaluator import epoch_loader, has_batchnorm, recalibrate_batchnorm, search_data
+from ..nas.search import WEIGHT_DATA
+from ..nas.supernet import read_supernet_checkpoint
+from ..predictors.kernels import MACS_RULE, decompose, macs_of
+from ..runtime.files import check_writable_folder
+from ..space import SearchSpace
+from .child import (CARD_NAME, FILE_NAMES, FORMATS, as_best, best_resolution, best_supernet,
+                    child_record)
+from .convert import (CHILD_ATOL, DEFAULT_OPSET, ONNX_INPUT, ONNX_OUTPUT, RUNTIME_ATOL,
+                      RUNTIME_RTOL, VERIFY_BATCHES, check_close, check_opset, load_torchscript,
+                      onnx_bytes, onnx_session, torchscript_bytes, verify_inputs)
 
 
 @dataclass
@@ -116,74 +98,13 @@ def parse_formats(formats: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(name for name in FORMATS if name in names)
 
 
-def _check_opset(opset: int) -> int:
-    top = _max_opset()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= top:
-        raise QnasError(f"ONNX opset must be an integer from {MIN_OPSET} to {top} (this "
-                        f"torch's exporter), got {opset!r}")
-    return opset
-
-
-def _as_best(best: str | os.PathLike | BestArch,
-             space: SearchSpace | str | os.PathLike | None = None) -> BestArch:
-    return best if isinstance(best, BestArch) else load_best(best, space=space)
-
-
-def _resolution(best: BestArch) -> int:
-    evaluation = best.raw.get("evaluation")
-    value = evaluation.get("resolution") if isinstance(evaluation, dict) else None
-    if value is None:
-        return int(best.input_shape[-1])
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise QnasError(f"{best.path} is corrupt: evaluation.resolution must be a positive "
-                        f"integer, got {value!r}")
-    return value
-
-
-def _load_supernet(best: BestArch):
-    from ..nas.search import load_supernet
-
-    path = best.supernet_checkpoint
-    if not path.is_file():
-        raise QnasError(f"the supernet checkpoint {path} named in {best.path} does not exist; "
-                        f"export needs the search's run folder (best.json with its "
-                        f"{Path(best.raw['supernet_checkpoint']).name}) — copy it back or "
-                        f"search again")
-    supernet = load_supernet(path, space=best.space)
-    evaluation = best.raw.get("evaluation")
-    recorded = evaluation.get("num_classes") if isinstance(evaluation, dict) else None
-    if recorded is not None and recorded != supernet.num_classes:
-        raise QnasError(f"{best.path} records {recorded} classes but its supernet checkpoint "
-                        f"{path} has {supernet.num_classes}; the run folder is inconsistent — "
-                        f"search again")
-    return supernet
-
-
-def inherited_child(best: str | os.PathLike | BestArch,
-                    space: SearchSpace | str | os.PathLike | None = None) -> nn.Module:
-    """The child of ``best`` (identity layers removed) with the supernet's weights of the
-    chosen ops, for the data's number of classes; eval mode, CPU. BatchNorm statistics are the
-    supernet's (see :func:`export_child` for the re-estimated ones)."""
-    best = _as_best(best, space)
-    return _load_supernet(best).child(best.ops).eval()
-
-
 # --- counting ---------------------------------------------------------------------------------
-
-def count_macs(module: nn.Module, input_shape: str | Sequence[int]) -> int:
-    """Forward multiply-accumulates of ``module`` at ``input_shape`` (see :data:`MACS_RULE`)."""
-    from ..predictors.kernels import decompose
-
-    return int(round(sum(k.flops for k in decompose(module, input_shape)
-                         if k.op in MAC_KERNELS) / 2))
-
 
 def _layer_table(best: BestArch, child: nn.Module, shape: Sequence[int]) -> tuple[pd.DataFrame,
                                                                                    int]:
-    from ..predictors.kernels import decompose
-
+    """One row per searchable layer (its op, module path, parameters and MACs at ``shape``)
+    and the child's total MACs (:data:`~qnas.predictors.kernels.MACS_RULE`)."""
     kernels = decompose(child, shape)
-    total = sum(k.flops for k in kernels if k.op in MAC_KERNELS) / 2
     paths = best.space.child_layer_paths(best.ops)
     rows = []
     for slot, op, path in zip(best.space.layers, best.ops, paths):
@@ -192,114 +113,19 @@ def _layer_table(best: BestArch, child: nn.Module, shape: Sequence[int]) -> tupl
                          "macs": 0})
             continue
         params = sum(p.numel() for p in child.get_submodule(path).parameters())
-        macs = sum(k.flops for k in kernels if k.op in MAC_KERNELS
-                   and (k.name == path or k.name.startswith(path + "."))) / 2
         rows.append({"layer": slot.name, "op": op, "module": path, "params": int(params),
-                     "macs": int(round(macs))})
+                     "macs": macs_of(kernels, under=path)})
     return pd.DataFrame(rows, columns=["layer", "op", "module", "params", "macs"]), \
-        int(round(total))
-
-
-# --- converting -------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence the exporters' deprecation notes and the tracer's note about QuadraConv2d's
-    input check (a shape test, not data flow); the outputs are verified instead."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def onnx_bytes(child: nn.Module, sample: torch.Tensor, opset: int = DEFAULT_OPSET,
-               metadata: dict[str, str] | None = None) -> bytes:
-    """The child as an ONNX model (TorchScript-based exporter, dynamic batch/height/width)."""
-    import onnx
-
-    buffer = io.BytesIO()
-    with _quiet(), torch.no_grad():
-        torch.onnx.export(child, (sample,), buffer, dynamo=False, opset_version=opset,
-                          input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-                          dynamic_axes={ONNX_INPUT: {0: "batch", 2: "height", 3: "width"},
-                                        ONNX_OUTPUT: {0: "batch"}})
-    model = onnx.load_from_string(buffer.getvalue())
-    model.producer_name, model.producer_version = "qnas", __version__
-    for key, value in (metadata or {}).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
-def onnx_session(model: bytes | str | os.PathLike, threads: int = 1):
-    """An onnxruntime CPU session with a fixed intra-op thread count."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def torchscript_bytes(child: nn.Module, sample: torch.Tensor,
-                      extra_files: dict[str, str] | None = None) -> bytes:
-    """The child traced to TorchScript (``torch.jit.trace``), serialised."""
-    buffer = io.BytesIO()
-    with _quiet():
-        with torch.no_grad():
-            traced = torch.jit.trace(child, sample, check_trace=False)
-        torch.jit.save(traced, buffer, _extra_files=extra_files or {})
-    return buffer.getvalue()
-
-
-def _load_torchscript(data: bytes):
-    with _quiet():
-        return torch.jit.load(io.BytesIO(data), map_location="cpu")
-
-
-# --- verification -----------------------------------------------------------------------------
-
-def _diff(a, b, rtol: float) -> tuple[float, float]:
-    """(max |a − b|, max of |a − b| − rtol·|b|): the second is ≤ atol when allclose."""
-    a = torch.as_tensor(a, dtype=torch.float32)
-    b = torch.as_tensor(b, dtype=torch.float32)
-    if a.shape != b.shape:
-        return math.inf, math.inf
-    delta = (a - b).abs()
-    return float(delta.max()), float((delta - rtol * b.abs()).max())
-
-
-def _check(rows: list[dict], name: str, shape, got, want, atol: float, rtol: float) -> None:
-    worst, excess = _diff(got, want, rtol)
-    passed = math.isfinite(worst) and excess <= atol
-    rows.append({"check": name, "input": "x".join(map(str, shape)), "max_abs_diff": worst,
-                 "atol": atol, "rtol": rtol, "passed": passed})
-    if not passed:
-        raise QnasError(f"verification failed, nothing written: {name} differs by max "
-                        f"|diff| {worst:.3g} at input {'x'.join(map(str, shape))} (tolerance "
-                        f"atol {atol:g}, rtol {rtol:g}); this is a bug — please report it with "
-                        f"the output of 'qnas --debug export ...'")
-
-
-def _inputs(in_chans: int, resolution: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(max(VERIFY_BATCHES), in_chans, resolution, resolution,
-                       generator=generator)
+        macs_of(kernels)
 
 
 # --- BatchNorm --------------------------------------------------------------------------------
 
 def _recalibrate(child: nn.Module, best: BestArch, echo: Callable[[str], None]) -> str | None:
     """Re-estimate BatchNorm statistics as the search did before measuring val_top1."""
-    from ..nas.evaluator import epoch_loader, has_batchnorm, recalibrate_batchnorm, search_data
-    from ..nas.search import WEIGHT_DATA, read_checkpoint
-
     if not has_batchnorm(child):
         return None
-    config = read_checkpoint(best.supernet_checkpoint).get("config", {})
+    config = read_supernet_checkpoint(best.supernet_checkpoint).get("config", {})
     try:
         data = search_data(config["data"], int(config["resolution"]), int(config["seed"]),
                            float(config["arch_fraction"]))
@@ -322,17 +148,10 @@ def _recalibrate(child: nn.Module, best: BestArch, echo: Callable[[str], None]) 
 
 def _check_out(out: Path) -> None:
     """Refuse an --out that cannot be written, before any work (nothing is created here)."""
-    probe = out
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        what = "is a file" if probe == out else f"lies under the file {probe}"
-        raise QnasError(f"cannot export to {out}: it {what}, not a folder; choose another --out")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise QnasError(f"cannot export to {out}: {probe} is not writable; choose a writable "
-                        f"--out")
+    try:
+        check_writable_folder(out)
+    except QnasError as err:
+        raise QnasError(f"cannot export: {err}") from None
 
 
 def _commit(out: Path, contents: dict[str, bytes]) -> dict[str, Path]:
@@ -374,80 +193,6 @@ def _commit(out: Path, contents: dict[str, bytes]) -> dict[str, Path]:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return {name: out / name for name in contents}
-
-
-# --- the .pt ----------------------------------------------------------------------------------
-
-def _child_record(best: BestArch, child: nn.Module, num_classes: int, resolution: int,
-                  batchnorm: str | None) -> dict:
-    return {
-        "format": CHILD_FORMAT, "format_version": CHILD_FORMAT_VERSION,
-        "qnas_version": __version__,
-        "state_dict": {k: v.detach().clone() for k, v in child.state_dict().items()},
-        "ops": list(best.ops),
-        "layers": [{"index": slot.index, "name": slot.name, "op": op}
-                   for slot, op in zip(best.space.layers, best.ops)],
-        "space": {"name": best.space.name, "hash": best.space.hash,
-                  "definition": best.space.raw},
-        "num_classes": int(num_classes),
-        "input_shape": [int(v) for v in best.input_shape],
-        "resolution": int(resolution),
-        "batchnorm": batchnorm,
-        "best": {"path": str(best.path), "device": best.device,
-                 "target_latency_ms": best.target_latency_ms,
-                 "predicted_latency_ms": best.predicted_latency_ms,
-                 "val_top1": best.val_top1, "seed": best.seed},
-    }
-
-
-def read_child(path: str | os.PathLike) -> dict:
-    """The record of a ``child.pt`` written by :func:`export_child` (validated)."""
-    path = Path(path)
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise QnasError(f"{path} does not exist; export a child with 'qnas export "
-                        f"runs/<name>/best.json'") from None
-    except Exception as err:  # noqa: BLE001 -- truncated, foreign or not a torch file
-        raise QnasError(f"{path} is not a readable qnas child ({type(err).__name__}); "
-                        f"export it again with 'qnas export'") from None
-    if not isinstance(record, dict) or record.get("format") != CHILD_FORMAT:
-        raise QnasError(f"{path} is not a qnas child (no \"format\": \"{CHILD_FORMAT}\"); "
-                        f"export one with 'qnas export'")
-    version = record.get("format_version")
-    if not isinstance(version, int) or version > CHILD_FORMAT_VERSION:
-        raise QnasError(f"{path} has child format version {version!r}, newer than this qnas "
-                        f"({__version__}) reads ({CHILD_FORMAT_VERSION}); upgrade qnas")
-    for key, kind in (("state_dict", dict), ("ops", list), ("space", dict),
-                      ("num_classes", int)):
-        if not isinstance(record.get(key), kind):
-            raise QnasError(f"{path} is corrupt: field {key!r} is missing or has the wrong type")
-    return record
-
-
-def load_child(path: str | os.PathLike, **build_kwargs) -> nn.Module:
-    """Rebuild the child network of a ``child.pt`` (eval mode, CPU), weights loaded.
-
-    The space's definition travels inside the file, so no YAML is needed. ``build_kwargs``
-    (e.g. ``drop_path_rate=0.1`` for retraining) go to :meth:`SearchSpace.build_child`.
-    """
-    record = read_child(path)
-    space_info = record["space"]
-    try:
-        space = space_from_dict(space_info["definition"], source=f"{path} (embedded space)")
-    except (KeyError, TypeError) as err:
-        raise QnasError(f"{path} is corrupt: its space definition is unusable "
-                        f"({type(err).__name__})") from None
-    if space.hash != space_info.get("hash"):
-        raise QnasError(f"{path} is corrupt: its embedded space hashes to {space.hash}, not "
-                        f"the recorded {space_info.get('hash')}")
-    child = space.build_child(record["ops"], num_classes=record["num_classes"], **build_kwargs)
-    try:
-        child.load_state_dict(record["state_dict"], strict=True)
-    except RuntimeError as err:
-        raise QnasError(f"{path} is corrupt: its weights do not fit its architecture "
-                        f"({str(err).splitlines()[0]})") from None
-    return child.eval()
 
 
 # --- the model card ---------------------------------------------------------------------------
@@ -584,24 +329,24 @@ def export_child(best_path: str | os.PathLike | BestArch, out: str | os.PathLike
     """
     echo = echo or (lambda message: None)
     formats = parse_formats(formats)
-    opset = _check_opset(opset)
-    best = _as_best(best_path, space)
+    opset = check_opset(opset)
+    best = as_best(best_path, space)
     out = Path(out) if out is not None else best.path.parent / "export"
     _check_out(out)
 
-    supernet = _load_supernet(best)
+    supernet = best_supernet(best)
     num_classes = supernet.num_classes
-    resolution = _resolution(best)
+    resolution = best_resolution(best)
     in_chans = best.space.input_shape[1]
     child = supernet.child(best.ops).eval()
     echo(f"child of {best.path}: {best.space.describe_ops(best.ops)} ({num_classes} classes)")
-    x = _inputs(in_chans, resolution)
+    x = verify_inputs(in_chans, resolution)
     checks: list[dict] = []
     with torch.no_grad():
         if verify:
             supernet.set_ops(best.ops)
-            _check(checks, "child vs supernet (same ops)", x.shape, child(x), supernet(x),
-                   CHILD_ATOL, 0.0)
+            check_close(checks, "child vs supernet (same ops)", x.shape, child(x), supernet(x),
+                        CHILD_ATOL, 0.0)
         supernet.clear_paths()
     del supernet
     batchnorm = _recalibrate(child, best, echo)
@@ -621,33 +366,33 @@ def export_child(best_path: str | os.PathLike | BestArch, out: str | os.PathLike
             session = onnx_session(data)
             for n in VERIFY_BATCHES:
                 got = session.run(None, {ONNX_INPUT: x[:n].numpy()})[0]
-                _check(checks, f"onnxruntime vs PyTorch (batch {n})", x[:n].shape, got,
-                       references[n], RUNTIME_ATOL, RUNTIME_RTOL)
+                check_close(checks, f"onnxruntime vs PyTorch (batch {n})", x[:n].shape, got,
+                            references[n], RUNTIME_ATOL, RUNTIME_RTOL)
             if tuple(deploy_shape) != tuple(x[:1].shape):
                 generator = torch.Generator().manual_seed(1)
                 big = torch.randn(*deploy_shape, generator=generator)
                 with torch.no_grad():
                     want = child(big)
                 got = session.run(None, {ONNX_INPUT: big.numpy()})[0]
-                _check(checks, "onnxruntime vs PyTorch (deployment shape)", big.shape, got,
-                       want, RUNTIME_ATOL, RUNTIME_RTOL)
+                check_close(checks, "onnxruntime vs PyTorch (deployment shape)", big.shape,
+                            got, want, RUNTIME_ATOL, RUNTIME_RTOL)
             del session
         contents[FILE_NAMES["onnx"]] = data
         echo(f"ONNX opset {opset}: {len(data) / 1e6:.2f} MB")
     if "torchscript" in formats:
         data = torchscript_bytes(child, sample, extra_files={"qnas.json": arch_json})
         if verify:
-            loaded = _load_torchscript(data)
+            loaded = load_torchscript(data)
             with torch.no_grad():
                 for n in VERIFY_BATCHES:
-                    _check(checks, f"TorchScript vs PyTorch (batch {n})", x[:n].shape,
-                           loaded(x[:n]), references[n], RUNTIME_ATOL, RUNTIME_RTOL)
+                    check_close(checks, f"TorchScript vs PyTorch (batch {n})", x[:n].shape,
+                                loaded(x[:n]), references[n], RUNTIME_ATOL, RUNTIME_RTOL)
             del loaded
         contents[FILE_NAMES["torchscript"]] = data
         echo(f"TorchScript: {len(data) / 1e6:.2f} MB")
     if "pt" in formats:
         buffer = io.BytesIO()
-        torch.save(_child_record(best, child, num_classes, resolution, batchnorm), buffer)
+        torch.save(child_record(best, child, num_classes, resolution, batchnorm), buffer)
         contents[FILE_NAMES["pt"]] = buffer.getvalue()
 
     layers, macs = _layer_table(best, child, best.input_shape)

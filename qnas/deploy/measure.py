@@ -20,9 +20,15 @@ from torch import nn
 
 from ..errors import QnasError
 from ..nas.best import BestArch
+from ..predictors.kernels import parse_input_shape
+from ..predictors.lut import build_lut
+from ..predictors.measured import time_callable, time_module
+from ..predictors.nnmeter_files import nnmeter_available
+from ..predictors.registry import get
+from ..runtime.threads import MEASURING, resolve_threads
 from ..space import SearchSpace
-from .export import (DEFAULT_OPSET, FILE_NAMES, ONNX_INPUT, _as_best,
-                     _load_supernet, load_child, onnx_bytes, onnx_session, read_child)
+from .child import FILE_NAMES, as_best, inherited_child, load_child, read_child
+from .convert import DEFAULT_OPSET, ONNX_INPUT, onnx_bytes, onnx_session
 
 DEFAULT_REPEATS = 20
 DEFAULT_WARMUP = 5
@@ -64,16 +70,6 @@ class Measurement:
         return float(rows["rel_to_pytorch"].iloc[0]) if len(rows) else float("nan")
 
 
-def _threads(threads: int | None) -> int:
-    from ..predictors.measured import default_threads
-
-    if threads is None:
-        return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise QnasError(f"threads must be a positive integer, got {threads!r}")
-    return threads
-
-
 def _positive(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise QnasError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
@@ -87,12 +83,9 @@ def measure_child(child: nn.Module, input_shape: Sequence[int], onnx_model=None,
     """Time ``child`` at ``input_shape`` with PyTorch and onnxruntime (``onnx_model``: bytes or
     a path; exported in memory when None) and, with ``predict``, ask the ``host-cpu``
     predictor about the same module. Returns the table described in :class:`Measurement`."""
-    from ..predictors.kernels import parse_input_shape
-    from ..predictors.measured import MeasuredPredictor, time_callable, time_module
-
     shape = parse_input_shape(input_shape)
     repeats, warmup = _positive("repeats", repeats), _positive("warmup", warmup, 0)
-    threads = _threads(threads)
+    threads = resolve_threads(threads, MEASURING)
     child = child.eval()
     cpu = torch.device("cpu")
     torch_timing = time_module(child, shape, cpu, threads=threads, warmup=warmup,
@@ -131,9 +124,6 @@ def measure_child(child: nn.Module, input_shape: Sequence[int], onnx_model=None,
 def _host_predictions(child: nn.Module, shape: tuple, base_ms: float) -> list[dict]:
     """Whole-child predictions of a host-cpu kernel predictor (nn-Meter format, built by
     'qnas predictor build'), when one is registered here."""
-    from ..predictors import get
-    from ..predictors.nnmeter_backend import nnmeter_available
-
     if not nnmeter_available("host-cpu"):
         return []
     prediction = get("host-cpu", backend="nn-meter").predict(child, shape)
@@ -146,8 +136,6 @@ def _host_predictions(child: nn.Module, shape: tuple, base_ms: float) -> list[di
 def _table_sum_row(best: BestArch, shape: tuple, base_ms: float) -> dict:
     """The layer-wise prediction a host-cpu search adds up: F + Σ_l LUT[l, op_l], every block
     timed alone at its layer's shape (F: stem, downsamples and the space's deployment head)."""
-    from ..predictors.lut import build_lut
-
     table = build_lut(best.space, "host-cpu", input_shape=shape)
     predicted = table.latency_of(best.ops)
     return {"what": "host-cpu table sum", "latency_ms": predicted,
@@ -186,10 +174,8 @@ def measure_best(best_path: str | os.PathLike | BestArch,
     from the supernet checkpoint exactly as ``qnas export`` builds it, and exported to ONNX in
     memory. ``input_shape`` defaults to the best.json's deployment shape.
     """
-    from ..predictors.kernels import parse_input_shape
-
     echo = echo or (lambda message: None)
-    best = _as_best(best_path, space)
+    best = as_best(best_path, space)
     shape = parse_input_shape(input_shape) if input_shape is not None else best.input_shape
     if shape[1] != best.space.input_shape[1]:
         raise QnasError(f"input shape {'x'.join(map(str, shape))} has {shape[1]} channels; the "
@@ -202,7 +188,7 @@ def measure_best(best_path: str | os.PathLike | BestArch,
         origin = f"exported child {export_dir / FILE_NAMES['pt']}" + (
             f" and {onnx_model}" if onnx_model is not None else " (ONNX exported in memory)")
     else:
-        child, onnx_model = _load_supernet(best).child(best.ops).eval(), None
+        child, onnx_model = inherited_child(best), None
         origin = (f"child built from the supernet checkpoint {best.supernet_checkpoint} as "
                   f"'qnas export' builds it (no export in {export_dir}); ONNX exported in memory")
     echo(f"timing {origin} at {'x'.join(map(str, shape))}")

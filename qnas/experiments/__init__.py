@@ -6,15 +6,17 @@
 
 :mod:`.config` loads and validates ``experiments/*.yaml`` (the single source of each table's
 numbers); :mod:`.runner` runs them (``blocks`` = Table II, ``nas`` = Table III, ``ablation`` =
-Table IV); :mod:`.pareto` runs one search per budget from a shared warm-up; :mod:`.report`
-writes ``report.md`` with tables and plots (:mod:`.plots`, matplotlib on Agg).
+Table IV); :mod:`.pareto` sweeps several budgets from a shared warm-up; :mod:`.results` owns
+the results files and rows; :mod:`.report` writes ``report.md`` (:mod:`.run_report` for search
+runs, :mod:`.table_reports` for the tables, :mod:`.markdown`, :mod:`.plots` on Agg).
 """
 from .config import (KINDS, Experiment, Target, experiment_from_dict, find_experiment,
                      list_experiments, load_experiment)
-from .pareto import pareto_front, pareto_search, parse_budgets
+from .pareto import pareto_search
 from .report import write_report
-from .runner import read_manifest, run_experiment
+from .results import pareto_front, read_manifest
+from .runner import run_experiment
 
 __all__ = ["run_experiment", "load_experiment", "experiment_from_dict", "find_experiment",
            "list_experiments", "Experiment", "Target", "KINDS", "write_report", "pareto_search",
-           "parse_budgets", "pareto_front", "read_manifest"]
+           "pareto_front", "read_manifest"]

@@ -43,14 +43,22 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..bench.blocks import BlockBenchConfig
+from ..data import DATASET_FORMS
 from ..errors import QnasError
+from ..nas.config import SearchConfig
+from ..predictors.registry import device_info
 from ..resources import data_dir
+from ..settings import from_dict
+from ..space import load_space
+from ..train.config import RetrainConfig
+from ..units import parse_latency
 
 KINDS = ("blocks", "nas", "ablation")
 COMMON_KEYS = {"kind", "name", "description", "seed"}
@@ -105,9 +113,9 @@ class NasSettings:
     spaces: list[str]                # names or resolved YAML paths, as load_space takes them
     space_names: list[str]
     targets: list[Target]
-    search: dict                     # SearchConfig keyword arguments (optim merged, as a dict)
+    search: SearchConfig             # the searches' settings (space: the first; no device)
     retrain_epochs: int = 0
-    retrain: dict = field(default_factory=dict)
+    retrain: RetrainConfig | None = None     # the retraining of each child (None: none)
     checkpoints: str = "keep"        # keep | last (see CHECKPOINT_POLICIES)
 
     @property
@@ -125,7 +133,7 @@ class AblationSettings:
     kernels: list[int]
     devices: list[str]
     input_shape: list[int]
-    train: dict                      # RetrainConfig keyword arguments (epochs included)
+    train: RetrainConfig             # the training of each kernel size (seed: the first)
     seeds: list[int]
 
 
@@ -277,8 +285,6 @@ def _mapping(raw: dict, key: str, where: str) -> dict:
 
 
 def _data(raw: dict, where: str) -> str:
-    from ..data import DATASET_FORMS
-
     value = raw.get("data", "digits")
     if not isinstance(value, str) or not value.strip():
         raise QnasError(f"{where}: data must be a dataset spec ({DATASET_FORMS}), got {value!r}")
@@ -296,8 +302,6 @@ def _data(raw: dict, where: str) -> str:
 
 
 def _device(value, where: str, context: str) -> str:
-    from ..predictors import device_info
-
     if not isinstance(value, str):
         raise QnasError(f"{where}: {context}: device must be a name, got {value!r}")
     try:
@@ -306,25 +310,21 @@ def _device(value, where: str, context: str) -> str:
         raise QnasError(f"{where}: {context}: {err}") from None
 
 
-def _known_fields(cls, given: dict, where: str, section: str, own: set[str]) -> None:
-    known = {f.name for f in fields(cls)} - own
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise QnasError(f"{where}: unknown {section} setting(s) {', '.join(map(repr, unknown))}; "
-                        f"known: {', '.join(sorted(known))}")
+def _own_settings(section: dict, own: set[str], where: str, name: str) -> dict:
+    """A ``search:`` / ``retrain:`` / ``train:`` section, refusing the settings the experiment
+    sets itself (data, resolution, seed, …)."""
+    clash = sorted(set(section) & own)
+    if clash:
+        raise QnasError(f"{where}: {name}.{clash[0]} is set by the experiment itself (its "
+                        f"top-level keys or targets), not under '{name}:'")
+    return section
 
 
 # --- kinds ------------------------------------------------------------------------------------------
 
 def _blocks(raw: dict, where: str) -> BlocksSettings:
-    from ..bench.blocks import BlockBenchConfig
-
     bench = _mapping(raw, "bench", where)
-    _known_fields(BlockBenchConfig, bench, where, "bench", set())
-    try:
-        BlockBenchConfig(**bench)
-    except QnasError as err:
-        raise QnasError(f"{where}: bench: {err}") from None
+    from_dict(BlockBenchConfig, bench, f"{where}: bench")
     quadraconv = raw.get("quadraconv", True)
     if not isinstance(quadraconv, bool):
         raise QnasError(f"{where}: quadraconv must be true or false, got {quadraconv!r}")
@@ -336,11 +336,6 @@ def _resolution(raw: dict, where: str) -> int:
 
 
 def _nas(raw: dict, seed: int, base: Path, where: str) -> NasSettings:
-    from ..units import parse_latency
-    from ..nas.search import SearchConfig, default_optim
-    from ..space import load_space
-    from ..train import RetrainConfig
-
     data = _data(raw, where)
     resolution = _resolution(raw, where)
     spaces_raw = raw["spaces"]
@@ -390,48 +385,33 @@ def _nas(raw: dict, seed: int, base: Path, where: str) -> NasSettings:
             raise QnasError(f"{where}: {context} repeats {device} at {latency}")
         targets.append(target)
 
-    search = _mapping(raw, "search", where)
-    _known_fields(SearchConfig, search, where, "search", _SEARCH_OWN)
-    optim = search.get("optim", {})
-    if not isinstance(optim, dict):
-        raise QnasError(f"{where}: search.optim must be a mapping")
-    known_optim = set(asdict(default_optim()))
-    unknown = sorted(set(optim) - known_optim)
-    if unknown:
-        raise QnasError(f"{where}: unknown search.optim setting(s) {', '.join(unknown)}; known: "
-                        f"{', '.join(sorted(known_optim))}")
-    # unset optimiser settings are qnas search's defaults (not ProxylessNAS's)
-    search["optim"] = {**asdict(default_optim()), **optim}
-    for key in ("epochs", "warmup_epochs"):
-        if key in search:
-            _int(search[key], f"search.{key}", where, low=1 if key == "epochs" else 0)
-    try:
-        SearchConfig(device=targets[0].device, latency=targets[0].latency_ms, space=spaces[0],
-                     data=data, resolution=resolution, seed=seed, **search)
-    except (QnasError, TypeError, ValueError) as err:
-        raise QnasError(f"{where}: search: {err}") from None
-
-    retrain_epochs = _int(raw.get("retrain_epochs", 0), "retrain_epochs", where, low=0)
-    retrain = _mapping(raw, "retrain", where)
-    _known_fields(RetrainConfig, retrain, where, "retrain", _RETRAIN_OWN)
-    if retrain_epochs:
+    search = _own_settings(_mapping(raw, "search", where), _SEARCH_OWN, where, "search")
+    template = from_dict(SearchConfig, {**search, "space": spaces[0], "data": data,
+                                        "resolution": resolution, "seed": seed},
+                         f"{where}: search")
+    for target in targets:               # the loss must work at every budget
         try:
-            RetrainConfig(epochs=retrain_epochs, data=data, seed=seed, resolution=resolution,
-                          **retrain)
-        except (QnasError, TypeError) as err:
-            raise QnasError(f"{where}: retrain: {err}") from None
+            template.for_budget(target.latency_ms, device=target.device)
+        except QnasError as err:
+            raise QnasError(f"{where}: search: {err}") from None
+    retrain_epochs = _int(raw.get("retrain_epochs", 0), "retrain_epochs", where, low=0)
+    retrain = _own_settings(_mapping(raw, "retrain", where), _RETRAIN_OWN, where, "retrain")
+    retrain_config = None
+    if retrain_epochs:
+        retrain_config = from_dict(RetrainConfig, {**retrain, "epochs": retrain_epochs,
+                                                   "data": data, "seed": seed,
+                                                   "resolution": resolution},
+                                   f"{where}: retrain")
     checkpoints = raw.get("checkpoints", "keep")
     if checkpoints not in CHECKPOINT_POLICIES:
         raise QnasError(f"{where}: checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, "
                         f"got {checkpoints!r}")
     return NasSettings(data=data, resolution=resolution, spaces=spaces, space_names=names,
-                       targets=targets, search=search, retrain_epochs=retrain_epochs,
-                       retrain=retrain, checkpoints=checkpoints)
+                       targets=targets, search=template, retrain_epochs=retrain_epochs,
+                       retrain=retrain_config, checkpoints=checkpoints)
 
 
 def _ablation(raw: dict, seed: int, where: str) -> AblationSettings:
-    from ..train import RetrainConfig
-
     data = _data(raw, where)
     resolution = _resolution(raw, where)
     width = _int(raw["width"], "width", where, low=1)
@@ -464,12 +444,10 @@ def _ablation(raw: dict, seed: int, where: str) -> AblationSettings:
     if (not isinstance(seeds, list) or not seeds
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
         raise QnasError(f"{where}: seeds must be a non-empty list of non-negative integers")
-    train = _mapping(raw, "train", where)
-    _known_fields(RetrainConfig, train, where, "train", _RETRAIN_OWN - {"epochs"})
-    try:
-        RetrainConfig(data=data, seed=seeds[0], resolution=resolution, **train)
-    except (QnasError, TypeError) as err:
-        raise QnasError(f"{where}: train: {err}") from None
+    train = _own_settings(_mapping(raw, "train", where), _RETRAIN_OWN - {"epochs"}, where,
+                          "train")
+    train = from_dict(RetrainConfig, {**train, "data": data, "seed": seeds[0],
+                                      "resolution": resolution}, f"{where}: train")
     return AblationSettings(data=data, resolution=resolution, width=width, depths=list(depths),
                             expansion=expansion, kernels=list(kernels), devices=devices,
                             input_shape=list(input_shape), train=train, seeds=list(seeds))

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..models.ops import IDENTITY, kernel_and_expansion, parse_op
 from ..runtime.files import write_bytes_atomic
-from .pareto import pareto_front
+from .results import pareto_front
 
 _KERNEL_COLOURS = {1: "#8C8C8C", 3: "#4C72B0", 5: "#55A868", 7: "#C44E52", 9: "#8172B2",
                    11: "#CCB974", 13: "#64B5CD"}
@@ -246,7 +246,7 @@ def plot_architectures(items: Sequence[tuple[str, object, Sequence[str]]],
                                    edgecolor=style["edgecolor"], linestyle=style["linestyle"],
                                    hatch=style["hatch"], lw=0.6))
                 x += 1.0
-            ax.text((start + x) / 2, y - 0.48, f"s{s}·{_stage_width(space, s)}", ha="center",
+            ax.text((start + x) / 2, y - 0.48, f"s{s}·{stage_width(space, s)}", ha="center",
                     va="top", fontsize=6, color="#444444")
             x += gap
     # row labels as y tick labels: the constrained layout makes room for them
@@ -434,7 +434,7 @@ def _shade_warmup(log: pd.DataFrame, axes) -> None:
                      va="top", color="#555555")
 
 
-def _stage_width(space, stage: int) -> int:
+def stage_width(space, stage: int) -> int:
     if getattr(space, "macro", "quadranet") == "mbconv":
         return space.widths[stage]
     return space.width * 2 ** stage

@@ -45,7 +45,7 @@ def machine_facts() -> dict:
     thread counts, GPU (if any)."""
     import torch
 
-    from ..nas.search import training_threads
+    from ..runtime.threads import resolve_threads as training_threads
     from ..predictors.measured import cpu_model
 
     try:

@@ -4,10 +4,10 @@
 
 ``blocks``    Table II: :func:`qnas.bench.blocks.run_block_bench` (+ the QuadraConv2d part)
               → ``blocks.csv``, ``blocks_quadraconv.csv``.
-``nas``       Table III: per space one warm-up (:func:`train_supernet`, into
-              ``warmup/<space>/`` — the warm-up does not depend on the device), then per
-              (device, budget) one :func:`search` from that supernet (``runs/<space>-<device>-
-              <budget>ms/``), evaluated: top-1 of the child with inherited weights (best.json),
+``nas``       Table III: per space one sweep (:func:`qnas.nas.sweep.sweep`: one warm-up in
+              ``<space>/warmup/`` — the warm-up does not depend on the device — then per
+              (device, budget) one search from that supernet, ``<space>/<device>-<budget>ms/``),
+              each evaluated: top-1 of the child with inherited weights (best.json),
               optionally after a short retraining, MACs and parameters of the deployment network,
               predicted latency on every device, within-budget flag → ``results.csv``. A budget
               the space cannot meet is a row ``infeasible (smallest X ms)``, not a crash.
@@ -25,26 +25,34 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 import yaml
 
+from ..bench import blocks
+from ..deploy import count_macs
 from ..errors import Interrupted, QnasError
-from ..models.ops import IDENTITY, without_identity
-from ..runtime.files import check_writable_folder, write_csv_atomic, write_text_atomic
-from .config import (AblationSettings, BlocksSettings, Experiment, NasSettings, Target,
-                     load_experiment)
+from ..models.ops import IDENTITY
+from ..nas.best import BestRecord, load_best
+from ..nas.latency import predict_everywhere
+from ..nas.sweep import SweepTarget, sweep
+from ..predictors import get
+from ..runtime.checkpoints import CheckpointStore, checksum_path
+from ..runtime.files import check_writable_folder, write_csv_atomic, write_json_atomic, \
+    write_text_atomic
+from ..space import load_space
+from ..train.retraining import SUMMARY, retrain
+from .config import AblationSettings, BlocksSettings, Experiment, NasSettings, load_experiment
 from .provenance import provenance
+from .report import write_report
+from .results import (BLOCKS_CSV, EFFECTIVE_YAML, MANIFEST, MANIFEST_FORMAT, RESULTS,
+                      evaluate_best, read_manifest)
 
-MANIFEST = "experiment.json"
-EFFECTIVE_YAML = "experiment.yaml"
-RESULTS = "results.csv"
-BLOCKS_CSV = "blocks.csv"
-MANIFEST_FORMAT = "qnas.experiment"
 
 
 def default_out(experiment: Experiment) -> Path:
@@ -52,8 +60,6 @@ def default_out(experiment: Experiment) -> Path:
 
 
 def _equivalent_command(experiment: Experiment, out: Path, resume: bool) -> str:
-    import shlex
-
     argv = ["qnas", "experiment", "run", str(experiment.path), "--out", str(out)]
     for key, value in experiment.overrides.items():
         argv += ["--" + key.replace("_", "-"), str(value)]
@@ -77,21 +83,7 @@ def _prepare_out(out: Path, resume: bool) -> None:
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
-    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
-
-
-def read_manifest(folder: str | Path) -> dict:
-    path = Path(folder) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise QnasError(f"{folder} holds no {MANIFEST}; it is not an experiment results "
-                        f"folder") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise QnasError(f"{path} is corrupt (not JSON); run the experiment again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise QnasError(f"{path} is not a qnas experiment manifest")
-    return manifest
+    write_json_atomic(out / MANIFEST, manifest)
 
 
 def run_experiment(path: str | Path, out: str | Path | None = None,
@@ -156,8 +148,6 @@ def run_experiment(path: str | Path, out: str | Path | None = None,
     _write_manifest(out, manifest)
     echo(f"finished in {manifest['wall_seconds'] / 60:.1f} min")
     if report:
-        from .report import write_report
-
         path = write_report(out)
         echo(f"report: {path}")
     return out
@@ -165,89 +155,41 @@ def run_experiment(path: str | Path, out: str | Path | None = None,
 
 def resolved_settings(experiment: Experiment) -> dict:
     """The settings the runs will use, defaults filled in (recorded in experiment.json)."""
-    from ..nas.search import SearchConfig
-    from ..train import RetrainConfig
-
     s = experiment.settings
     if experiment.kind == "blocks":
-        from ..bench.blocks import BlockBenchConfig
-
-        config = asdict(BlockBenchConfig(**s.bench))
+        config = blocks.BlockBenchConfig(**s.bench).__dict__
         return {"bench": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
                 "quadraconv": s.quadraconv}
     if experiment.kind == "nas":
-        first = s.targets[0]
-        search = SearchConfig(**_search_settings(s, experiment.seed, space=s.spaces[0],
-                                                 device=first.device,
-                                                 latency=first.latency_ms)).as_dict()
+        search = s.search.as_dict()
         for key in ("device", "latency", "space", "supernet", "lut_cache_dir"):
             search.pop(key, None)
         out = {"search": search, "retrain_epochs": s.retrain_epochs}
-        if s.retrain_epochs:
-            out["retrain"] = RetrainConfig(epochs=s.retrain_epochs, data=s.data,
-                                           seed=experiment.seed, resolution=s.resolution,
-                                           **s.retrain).as_dict()
+        if s.retrain is not None:
+            out["retrain"] = s.retrain.as_dict()
         return out
-    return {"train": RetrainConfig(data=s.data, seed=s.seeds[0], resolution=s.resolution,
-                                   **s.train).as_dict()}
+    return {"train": s.train.as_dict()}
 
 
 # --- Table II -------------------------------------------------------------------------------------
 
 def run_blocks(settings: BlocksSettings, out: Path, echo, progress: bool = False) -> None:
-    from ..bench import blocks
-
     config = blocks.BlockBenchConfig(**settings.bench)
     echo(f"blocks: {', '.join(config.kinds)} at C={list(config.channels)}, {config.layers} "
          f"layers, batch {config.batch}, {config.resolution}², {config.threads} threads")
     table = blocks.run_block_bench(config, progress=progress)
-    blocks.write_csv_atomic(table, out / BLOCKS_CSV)
+    write_csv_atomic(table, out / BLOCKS_CSV)
     for line in blocks.goal_summary(table):
         echo(line)
     if settings.quadraconv:
         conv = blocks.run_quadraconv_bench(config, progress=progress)
-        blocks.write_csv_atomic(conv, blocks.companion_path(out / BLOCKS_CSV))
+        write_csv_atomic(conv, blocks.companion_path(out / BLOCKS_CSV))
 
 
 # --- Table III ------------------------------------------------------------------------------------
 
-def _search_settings(settings: NasSettings, seed: int, **changes) -> dict:
-    search = dict(settings.search)
-    search["optim"] = dict(search["optim"])
-    return {"data": settings.data, "resolution": settings.resolution, "seed": seed,
-            **search, **changes}
-
-
-def _has_checkpoint(folder: Path) -> bool:
-    from ..runtime.checkpoints import CheckpointStore
-
-    return folder.is_dir() and CheckpointStore(folder).exists()
-
-
-def _warmup(settings: NasSettings, seed: int, space: str, name: str, out: Path, echo,
-            resume: bool, progress: bool) -> Path | None:
-    """One warm-up per space (None: the YAML asks for none)."""
-    from ..nas.search import SUPERNET, SearchConfig, train_supernet
-
-    config = SearchConfig(**_search_settings(settings, seed, space=space))
-    if config.warmup_epochs == 0:
-        return None
-    folder = out / "warmup" / name
-    if resume and (folder / SUPERNET).is_file():
-        echo(f"[{name}] warm-up: reusing {folder / SUPERNET}")
-        return folder / SUPERNET
-    echo(f"[{name}] warm-up: {config.warmup_epochs} epochs on {config.data} → {folder}")
-    path = train_supernet(config, out=folder, resume=resume and _has_checkpoint(folder),
-                          progress=progress, echo=lambda m: echo(f"[{name}] {m}"))
-    if path is not None and settings.checkpoints == "last":
-        _prune(folder, keep=None)           # supernet.pt holds the warmed-up weights
-    return path
-
-
 def _prune(folder: Path, keep: str | None) -> None:
     """Delete the search checkpoints in ``folder`` except the one named ``keep``."""
-    from ..runtime.checkpoints import CheckpointStore, checksum_path
-
     for path in CheckpointStore(folder).paths():
         if path.name != keep:
             path.unlink(missing_ok=True)
@@ -256,105 +198,46 @@ def _prune(folder: Path, keep: str | None) -> None:
 
 def run_nas(experiment: Experiment, out: Path, echo, resume: bool = False,
             progress: bool = False) -> pd.DataFrame:
-    """Table III (see the module doc); returns the results table (also ``results.csv``)."""
-    from ..nas.search import latency_table
-    from ..space import load_space
-    from ..predictors import get
-
+    """Table III (see the module doc): one sweep per space; returns the results table (also
+    ``results.csv``)."""
     settings: NasSettings = experiment.settings
     rows: list[dict] = []
     for spec, name in zip(settings.spaces, settings.space_names):
-        space = load_space(spec)
-        ranges = {}
-        for target in settings.targets:
-            table = latency_table(space, get(target.device))
-            ranges[target] = (table.min_ms(), table.max_ms())
-        feasible = [t for t in settings.targets if ranges[t][0] <= t.latency_ms]
-        supernet = None
-        if feasible:
-            supernet = _warmup(settings, experiment.seed, spec, name, out, echo, resume,
-                               progress)
-        for target in settings.targets:
-            smallest, largest = ranges[target]
-            base = {"space": name, "macro": space.macro, "device": target.device,
-                    "budget_ms": target.latency_ms, "smallest_ms": smallest,
-                    "largest_ms": largest, "budget_binds": largest > target.latency_ms}
-            if target not in feasible:
-                echo(f"[{name} {target.label}] infeasible: the smallest child takes "
-                     f"{smallest:.4g} ms")
-                rows.append({**base, "status": f"infeasible (smallest {smallest:.4g} ms)",
-                             "within_budget": False})
-            else:
-                rows.append({**base, **_search_one(settings, experiment.seed, spec, name,
-                                                   target, supernet, out, echo, resume,
-                                                   progress)})
+        config = replace(settings.search, space=spec)
+        folder = out / name
+        result = sweep(config, out=folder, resume=resume and (folder / "sweep.json").is_file(),
+                       targets=[(t.device, t.latency_ms) for t in settings.targets],
+                       progress=progress, echo=lambda m, n=name: echo(f"[{n}] {m}"),
+                       skip_infeasible=True)
+        if settings.checkpoints == "last" and result.supernet is not None:
+            _prune(result.supernet.parent, keep=None)     # supernet.pt holds the weights
+        for target in result.targets:
+            rows.append(_nas_row(settings, name, load_space(spec).macro, target, out, echo,
+                                 resume, progress))
             write_csv_atomic(pd.DataFrame(rows), out / RESULTS)
     return pd.DataFrame(rows)
 
 
-def _search_one(settings: NasSettings, seed: int, spec: str, name: str, target: Target,
-                supernet: Path | None, out: Path, echo, resume: bool, progress: bool) -> dict:
-    from ..nas.search import BEST, SearchConfig, search
-
-    folder = out / "runs" / f"{name}-{target.label}"
+def _nas_row(settings: NasSettings, name: str, macro: str, target: SweepTarget, out: Path,
+             echo, resume: bool, progress: bool) -> dict:
+    """The results row of one (space, device, budget): the search's, or 'infeasible'."""
     tag = f"[{name} {target.label}]"
-    if resume and (folder / BEST).is_file():
-        echo(f"{tag} reusing {folder / BEST}")
-    else:
-        changes = {"space": spec, "device": target.device, "latency": target.latency_ms}
-        if supernet is not None:
-            changes.update(supernet=str(supernet), warmup_epochs=0)
-        config = SearchConfig(**_search_settings(settings, seed, **changes))
-        echo(f"{tag} search: {config.epochs} epochs → {folder}")
-        result = search(config, out=folder, resume=resume and _has_checkpoint(folder),
-                        progress=progress, echo=lambda m: echo(f"{tag} {m}"))
-        if not result.finished:
-            raise QnasError(f"{tag} the search stopped early; continue the experiment with "
-                            f"--resume")
-    row = evaluate_best(folder / BEST, out)
-    if settings.retrain_epochs:
-        row.update(_retrain_one(settings, seed, folder, tag, echo, resume, progress))
+    row = {"space": name, "macro": macro, "device": target.device,
+           "budget_ms": target.budget_ms, "smallest_ms": target.smallest_ms,
+           "largest_ms": target.largest_ms, "budget_binds": target.binds}
+    if target.best_path is None:
+        echo(f"{tag} infeasible: the smallest child takes {target.smallest_ms:.4g} ms")
+        return {**row, "status": f"infeasible (smallest {target.smallest_ms:.4g} ms)",
+                "within_budget": False}
+    row.update(evaluate_best(target.best_path, out))
+    if settings.retrain is not None:
+        row.update(_retrain_one(settings, target.folder, tag, echo, resume, progress))
     if settings.checkpoints == "last":
-        named = json.loads((folder / BEST).read_text()).get("supernet_checkpoint")
-        _prune(folder, keep=Path(named).name if named else None)
+        named = load_best(target.best_path).record.supernet_checkpoint
+        _prune(target.folder, keep=Path(named).name if named else None)
     echo(f"{tag} {row['ops_by_stage']}: top-1 {row['val_top1']:.1f}% (inherited), "
          f"{row['predicted_ms']:.4g} ms predicted, {row['macs_M']:.1f} MMACs, "
          f"{'within' if row['within_budget'] else 'OVER'} budget")
-    return row
-
-
-def evaluate_best(best_path: Path, root: Path | None = None) -> dict:
-    """A results row for one search: architecture, inherited top-1, MACs and parameters of the
-    deployment network (the space's input shape and classes), predicted latency on every
-    device, within-budget flag."""
-    from ..deploy import count_macs
-    from ..nas.best import load_best
-
-    best = load_best(best_path)
-    raw = best.raw
-    deploy = best.space.build_child(best.ops).eval()
-    kept = [without_identity(stage) for stage in best.space.stage_ops(best.ops)]
-    log_path = best_path.parent / "search_log.csv"
-    seconds = float(pd.read_csv(log_path)["seconds"].sum()) if log_path.is_file() else math.nan
-    row = {
-        "status": "ok",
-        "ops": " ".join(best.ops),
-        "ops_by_stage": " | ".join(" ".join(stage) or "-" for stage in kept),
-        "depths": "-".join(str(len(stage)) for stage in kept),
-        "val_top1": best.val_top1,
-        "params_M": sum(p.numel() for p in deploy.parameters()) / 1e6,
-        "macs_M": count_macs(deploy, best.input_shape) / 1e6,
-        "predicted_ms": best.predicted_latency_ms,
-        "lut_ms": float(raw.get("lut_latency_ms", math.nan)),
-        "within_budget": bool(raw.get("within_budget", True)
-                              and best.predicted_latency_ms <= best.target_latency_ms),
-        "predictor": f"{raw['predictor'].get('source')} {raw['predictor'].get('version')}",
-        "search_seconds": seconds,
-        "best_json": str(best_path.relative_to(root)) if root is not None else str(best_path),
-    }
-    row[f"ms_{best.device}"] = best.predicted_latency_ms
-    for device, value in raw["other_devices"].items():
-        row[f"ms_{device}"] = value.get("latency_ms", math.nan)
     return row
 
 
@@ -363,20 +246,15 @@ def _retrain_started(folder: Path) -> bool:
     return folder.is_dir() and any(folder.glob("last*.pt"))
 
 
-def _retrain_one(settings: NasSettings, seed: int, folder: Path, tag: str, echo,
-                 resume: bool, progress: bool) -> dict:
-    from ..train import RetrainConfig, retrain
-    from ..train.retrain import SUMMARY
-
+def _retrain_one(settings: NasSettings, folder: Path, tag: str, echo, resume: bool,
+                 progress: bool) -> dict:
     train_out = folder / "retrain"
     if resume and (train_out / SUMMARY).is_file():
         summary = json.loads((train_out / SUMMARY).read_text())
         return {"retrain_top1": summary["val_top1"], "retrain_epochs": settings.retrain_epochs,
                 "retrain_seconds": summary.get("train_seconds", math.nan)}
-    config = RetrainConfig(epochs=settings.retrain_epochs, data=settings.data, seed=seed,
-                           resolution=settings.resolution, **settings.retrain)
-    echo(f"{tag} retrain: {config.epochs} epochs → {train_out}")
-    result = retrain(folder / "best.json", config, out=train_out,
+    echo(f"{tag} retrain: {settings.retrain.epochs} epochs → {train_out}")
+    result = retrain(folder / "best.json", settings.retrain, out=train_out,
                      resume=resume and _retrain_started(train_out), progress=progress,
                      echo=lambda m: echo(f"{tag} {m}"))
     if not result.finished:
@@ -402,55 +280,38 @@ def ablation_space(experiment: Experiment, kernel: int) -> dict:
 def _fixed_best(experiment: Experiment, kernel: int, seed: int, folder: Path) -> Path:
     """A best.json for the fixed architecture (every layer k``kernel``), so that
     :func:`qnas.train.retrain` can train it; latencies are the devices' predictions."""
-    from ..nas.best import write_best
-    from ..space import load_space
-    from ..predictors import get
-
     s: AblationSettings = experiment.settings
-    raw = ablation_space(experiment, kernel)
     space_path = folder / "space.yaml"
-    write_text_atomic(space_path, yaml.safe_dump(raw, sort_keys=False))
+    write_text_atomic(space_path, yaml.safe_dump(ablation_space(experiment, kernel),
+                                                 sort_keys=False))
     space = load_space(str(space_path.resolve()))
-    op = space.candidates[0]
-    ops = [op] * space.num_layers
+    ops = [space.candidates[0]] * space.num_layers
     deploy = space.build_child(ops).eval()
-    predictions = {}
-    for device in s.devices:
-        p = get(device).predict(deploy, space.input_shape)
-        predictions[device] = {"latency_ms": float(p.latency_ms), "source": p.source,
-                               "version": p.version, "known_error": p.known_error}
-    first = s.devices[0]
-    record = {
-        "space": {"name": space.name, "hash": space.hash, "source": str(space_path.resolve())},
-        "ops": ops,
-        "layers": [{"index": slot.index, "name": slot.name, "op": op} for slot in space.layers],
-        "device": first,
-        "input_shape": list(space.input_shape),
-        "target_latency_ms": predictions[first]["latency_ms"],
-        "predicted_latency_ms": predictions[first]["latency_ms"],
-        "predictor": {k: predictions[first][k] for k in ("source", "version", "known_error")},
-        "other_devices": {d: v for d, v in predictions.items() if d != first},
+    first = get(s.devices[0])
+    target = first.predict(deploy, space.input_shape)
+    others = predict_everywhere(deploy, space.input_shape, skip=first.device, devices=s.devices)
+    record = BestRecord(
+        space={"name": space.name, "hash": space.hash, "source": str(space_path.resolve())},
+        ops=ops, layers=[{"index": slot.index, "name": slot.name, "op": op}
+                         for slot, op in zip(space.layers, ops)],
+        device=first.device, input_shape=list(space.input_shape),
+        target_latency_ms=float(target.latency_ms),
+        predicted_latency_ms=float(target.latency_ms),
+        predictor={"source": target.source, "version": target.version,
+                   "known_error": target.known_error},
+        other_devices=others,
         # not searched: no supernet, no inherited weights (retrain from scratch only)
-        "val_top1": 0.0,
-        "evaluation": {"dataset": s.data, "resolution": s.resolution, "split": "validation",
-                       "weights": "none: a fixed architecture of the kernel-size ablation; "
-                                  "see retrain/retrain.json for its trained top-1"},
-        "supernet_checkpoint": "",
-        "seed": seed,
-        "fixed_architecture": True,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    return write_best(folder / "best.json", record)
+        val_top1=None,
+        evaluation={"dataset": s.data, "resolution": s.resolution, "split": "validation",
+                    "weights": "none: a fixed architecture of the kernel-size ablation; see "
+                               "retrain/retrain.json for its trained top-1"},
+        seed=seed, fixed_architecture=True)
+    return record.write(folder / "best.json")
 
 
 def run_ablation(experiment: Experiment, out: Path, echo, resume: bool = False,
                  progress: bool = False) -> pd.DataFrame:
     """Table IV (see the module doc); returns the results table (also ``results.csv``)."""
-    from ..deploy import count_macs
-    from ..nas.best import load_best
-    from ..train import RetrainConfig, retrain
-    from ..train.retrain import SUMMARY
-
     s: AblationSettings = experiment.settings
     rows = []
     for kernel in s.kernels:
@@ -470,8 +331,7 @@ def run_ablation(experiment: Experiment, out: Path, echo, resume: bool = False,
                 top1, best_top1 = summary["val_top1"], summary["best_top1"]
                 seconds = float(log["seconds"].sum())
             else:
-                config = RetrainConfig(data=s.data, seed=seed, resolution=s.resolution,
-                                       **s.train)
+                config = replace(s.train, seed=seed)
                 echo(f"{tag} training QuadraNet C={s.width} depths {s.depths}, all "
                      f"k{kernel}: {config.epochs} epochs → {train_out}")
                 result = retrain(best_path, config, out=train_out,
@@ -490,8 +350,8 @@ def run_ablation(experiment: Experiment, out: Path, echo, resume: bool = False,
                    "top1": top1, "best_top1": best_top1, "train_seconds": seconds,
                    "run": str(folder.relative_to(out))}
             row[f"ms_{best.device}"] = best.predicted_latency_ms
-            for device, value in best.raw["other_devices"].items():
-                row[f"ms_{device}"] = value["latency_ms"]
+            for device, value in best.record.other_devices.items():
+                row[f"ms_{device}"] = value.get("latency_ms", math.nan)
             echo(f"{tag} top-1 {top1:.1f}%, {row['params_M']:.2f} M params, "
                  f"{row['macs_M']:.0f} MMACs")
             rows.append(row)
@@ -500,4 +360,4 @@ def run_ablation(experiment: Experiment, out: Path, echo, resume: bool = False,
 
 
 __all__ = ["run_experiment", "run_blocks", "run_nas", "run_ablation", "evaluate_best",
-           "read_manifest", "default_out", "ablation_space", "MANIFEST", "RESULTS", "BLOCKS_CSV"]
+           "read_manifest", "default_out", "ablation_space"]

@@ -17,8 +17,9 @@ from typing import Sequence
 import torch
 
 from ..errors import QnasError
+from ..units import format_ms
+from .config import check_loss
 
-LOSS_FORMS = ("add-linear", "mul-log", "hinge")
 
 
 # --- the table view the search uses ---------------------------------------------------------
@@ -147,16 +148,7 @@ class LatencyLoss:
     beta: float = 0.6
 
     def __post_init__(self):
-        if self.form not in LOSS_FORMS:
-            raise QnasError(f"unknown latency loss {self.form!r}; use one of: "
-                            f"{', '.join(LOSS_FORMS)}")
-        if not (math.isfinite(self.target_ms) and self.target_ms > 0):
-            raise QnasError(f"latency target must be positive, got {self.target_ms!r} ms")
-        if self.form == "mul-log" and self.target_ms <= 1.0:
-            raise QnasError(f"loss mul-log needs a target above 1 ms (log T > 0), got "
-                            f"{self.target_ms:g} ms; use --loss add-linear or --loss hinge")
-        if self.lam < 0 or self.beta < 0:
-            raise QnasError("latency loss λ and β must be ≥ 0")
+        check_loss(self.form, self.target_ms, self.lam, self.beta)
 
     def __call__(self, ce: torch.Tensor, expected_ms: torch.Tensor) -> torch.Tensor:
         target = self.target_ms
@@ -173,3 +165,69 @@ def entropy(alpha: torch.Tensor, mask: torch.Tensor) -> float:
     probs = masked_probs(alpha.detach(), mask)
     logp = torch.log(probs.clamp_min(1e-30))
     return float(-(probs * logp).sum(-1).mean())
+
+
+# --- the latency table of a space on a device, and what a budget means --------------------------
+
+def latency_table(space, predictor, cache_dir=None) -> TableView:
+    """The space's latency table on ``predictor``'s device at the space's deployment shape."""
+    from ..predictors.lut import build_lut
+
+    lut = build_lut(space, predictor, input_shape=space.input_shape, cache_dir=cache_dir)
+    if list(lut.candidates) != list(space.candidates):
+        raise QnasError(f"latency table candidates {lut.candidates} differ from the space's "
+                        f"{space.candidates}; rebuild the table")
+    return table_view(lut, space.allowed_mask())
+
+
+def check_budgets(table: TableView, budgets: Sequence[float], space_name: str) -> None:
+    """Refuse budgets no child of the space meets (one line naming the smallest latency)."""
+    smallest = table.min_ms()
+    for budget in budgets:
+        if budget < smallest:
+            raise QnasError(f"latency budget {format_ms(budget)} on {table.device} cannot be met "
+                            f"by space '{space_name}': its smallest architecture takes "
+                            f"{format_ms(smallest)}; use --latency {smallest:.4g}ms or more")
+
+
+def describe_range(table: TableView, budgets: Sequence[float], space) -> list[str]:
+    """What a search prints before it starts: the latency range of the space's children, the
+    budget(s), and whether a budget binds."""
+    smallest, largest = table.min_ms(), table.max_ms()
+    lines = [f"{table.device}: children of '{space.name}' take {format_ms(smallest)} to "
+             f"{format_ms(largest)} at {'x'.join(map(str, space.input_shape))} "
+             f"[{table.source} {table.version}]; budget "
+             f"{', '.join(format_ms(b) for b in budgets)}"]
+    loose = [b for b in budgets if b >= largest]
+    if loose:
+        lines.append(f"note: the budget {', '.join(format_ms(b) for b in loose)} does not bind "
+                     f"— even the largest child ({format_ms(largest)}) fits")
+    return lines
+
+
+def within_budget(table_ms: float | None, predicted_ms: float, budget_ms: float) -> bool:
+    """THE rule for "within budget": the derivation's table sum F + Σ LUT (what the hard
+    constraint was solved on) AND the predictor's whole-network number both fit the budget
+    (they differ where the predictor is not additive over layers)."""
+    table_fits = table_ms is None or table_ms <= budget_ms
+    return bool(table_fits and predicted_ms <= budget_ms)
+
+
+def predict_everywhere(module, input_shape, skip: str | None = None,
+                       devices: Sequence[str] | None = None) -> dict:
+    """``{device: {latency_ms, source, version, known_error}}`` for ``devices`` (default: every
+    device usable here; host-cuda only with a GPU); a device that fails gets ``{error}``."""
+    from ..predictors import get, list_devices
+
+    out = {}
+    for device in (list_devices() if devices is None else devices):
+        if device == skip:
+            continue
+        try:
+            prediction = get(device).predict(module, input_shape)
+        except QnasError as err:
+            out[device] = {"error": str(err)}
+            continue
+        out[device] = {"latency_ms": float(prediction.latency_ms), "source": prediction.source,
+                       "version": prediction.version, "known_error": prediction.known_error}
+    return out

@@ -22,7 +22,6 @@ there under DDP; run the arch forward on the bare module, not the DDP wrapper).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
 from typing import Iterable
 
 import numpy as np
@@ -30,30 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from ..runtime import distributed
+from .config import OptimConfig
 from .latency import LatencyLoss, TableView, expected_latency_ms, masked_probs
 from .supernet import Supernet
 
 WEIGHT_STREAM, ARCH_STREAM = 0, 1
-
-
-@dataclass
-class ProxylessConfig:
-    """Optimiser settings; defaults are ProxylessNAS's."""
-
-    weight_lr: float = 0.025            # SGD, cosine-annealed by the search loop
-    weight_momentum: float = 0.9
-    weight_nesterov: bool = True
-    weight_decay: float = 4e-5
-    arch_lr: float = 1e-3               # Adam on α
-    arch_betas: tuple[float, float] = (0.0, 0.999)
-    arch_eps: float = 1e-8
-    arch_weight_decay: float = 0.0
-    arch_every: int = 5                 # one arch step per this many weight steps
-    alpha_init_std: float = 1e-3
-    grad_clip: float | None = None      # max grad norm of the weights (None: off)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
@@ -176,12 +156,12 @@ class ProxylessStrategy:
             DistributedDataParallel wrapper of ``supernet.net`` (it averages weight gradients).
     """
 
-    def __init__(self, supernet: Supernet, config: ProxylessConfig | None = None, seed: int = 0,
+    def __init__(self, supernet: Supernet, config: OptimConfig | None = None, seed: int = 0,
                  table: TableView | None = None, latency_loss: LatencyLoss | None = None,
                  weight_model: torch.nn.Module | None = None):
         self.supernet = supernet
         self.weight_model = weight_model if weight_model is not None else supernet
-        self.config = config or ProxylessConfig()
+        self.config = config or OptimConfig()
         self.seed = seed
         self.table = table
         self.latency_loss = latency_loss

@@ -19,13 +19,16 @@ the stage's maximal architecture in both, so the child state dict loads strictly
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
+from ..errors import QnasError
+from ..runtime.checkpoints import load_verified
+from ..space import SearchSpace, load_space
 from .latency import masked_probs
-from ..space import SearchSpace
 
 
 class MixedOp(nn.Module):
@@ -187,3 +190,56 @@ class Supernet(nn.Module):
                                        keep_identity=keep_identity)
         child.load_state_dict(self.child_state_dict(ops, keep_identity), strict=True)
         return child.to(self.alpha.device)
+
+
+# --- supernet checkpoints ---------------------------------------------------------------------
+# A search checkpoint (checkpoint-<step>.pt) and train-supernet's supernet.pt both hold the
+# supernet's state dict with the space's name and hash, the class count and the run's config.
+
+SEARCH_CHECKPOINT_FORMAT = "qnas-search-checkpoint"
+SUPERNET_FORMAT = "qnas-supernet"
+
+
+def read_supernet_checkpoint(path: str | Path) -> dict:
+    """A search checkpoint or ``supernet.pt``, checksum-verified (QnasError otherwise)."""
+    state = load_verified(path)
+    if not isinstance(state, dict) or state.get("format") not in (SEARCH_CHECKPOINT_FORMAT,
+                                                                  SUPERNET_FORMAT):
+        raise QnasError(f"{path} is not a qnas search or supernet checkpoint")
+    return state
+
+
+def load_supernet_weights(supernet: Supernet, path: str | Path) -> None:
+    """Load a warmed-up supernet's weights (train-supernet's supernet.pt or a search
+    checkpoint) into ``supernet``; α stays as it is. Refuses another space or class count."""
+    state = read_supernet_checkpoint(path)
+    if state["space_hash"] != supernet.space.hash:
+        raise QnasError(f"supernet {path} was trained for space '{state['space']}' (hash "
+                        f"{state['space_hash']}), not '{supernet.space.name}' (hash "
+                        f"{supernet.space.hash}); train one with 'qnas train-supernet'")
+    if state["num_classes"] != supernet.num_classes:
+        raise QnasError(f"supernet {path} has {state['num_classes']} classes, the data has "
+                        f"{supernet.num_classes}; train it on the same data")
+    weights = {k: v for k, v in state["supernet"].items() if k != "alpha"}
+    supernet.load_state_dict({**weights, "alpha": supernet.alpha.detach()}, strict=True)
+
+
+def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Supernet:
+    """Rebuild the supernet of a search checkpoint or ``supernet.pt`` (weights AND α), in eval
+    mode on the CPU. ``space`` defaults to the one recorded in the checkpoint; a space whose
+    hash differs from the recorded one is refused."""
+    state = read_supernet_checkpoint(path)
+    if space is None:
+        space = load_space(state["config"]["space"])
+    if state["space_hash"] != space.hash:
+        raise QnasError(f"checkpoint {path} was made for space '{state['space']}' (hash "
+                        f"{state['space_hash']}), not '{space.name}' (hash {space.hash})")
+    config = state["config"]
+    supernet = Supernet(space, int(state["num_classes"]),
+                        layer_scale_init=config.get("layer_scale_init"))
+    try:
+        supernet.load_state_dict(state["supernet"], strict=True)
+    except RuntimeError as err:
+        raise QnasError(f"checkpoint {path} does not fit space '{space.name}': "
+                        f"{str(err).splitlines()[0]}") from None
+    return supernet.eval()

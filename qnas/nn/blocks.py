@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, LayerScale2d, trunc_normal_
 from torch import nn
 
-from .quadra import QuadraConv2d, _check_kernel_size, _check_positive
+from .common import check_kernel_size, check_positive
+from .quadra import QuadraConv2d
 from .kernelwarehouse import KWConv2d, KWManager, KWPlan
+from .mbconv import MBConv
 
 LN_EPS = 1e-6
 
@@ -31,7 +33,7 @@ class ChannelMlp(nn.Module):
     def __init__(self, dim: int, expansion: float = 4):
         super().__init__()
         hidden = int(round(dim * expansion))
-        _check_positive("hidden channels (dim × expansion)", hidden)
+        check_positive("hidden channels (dim × expansion)", hidden)
         self.pw1 = nn.Conv2d(dim, hidden, 1)
         self.act = nn.GELU()
         self.pw2 = nn.Conv2d(hidden, dim, 1)
@@ -47,7 +49,7 @@ class MetaBlock(nn.Module):
                  drop_path: float = 0.0, layer_scale_init: float | None = 1e-6,
                  mlp: nn.Module | None = None):
         super().__init__()
-        _check_positive("dim", dim)
+        check_positive("dim", dim)
         if not expansion or expansion <= 0:
             raise ValueError(f"expansion must be positive, got {expansion!r}")
         self.dim = dim
@@ -82,8 +84,8 @@ class QuadraBlock(MetaBlock):
     def __init__(self, dim: int, kernel_size: int = 7, expansion: float = 4,
                  drop_path: float = 0.0, layer_scale_init: float | None = 1e-6,
                  memory_efficient: bool = False, mlp: nn.Module | None = None):
-        _check_positive("dim", dim)
-        _check_kernel_size(kernel_size)
+        check_positive("dim", dim)
+        check_kernel_size(kernel_size)
         super().__init__(dim, QuadraConv2d(dim, kernel_size, memory_efficient=memory_efficient),
                          expansion, drop_path, layer_scale_init, mlp)
         self.kernel_size = kernel_size
@@ -95,7 +97,7 @@ class KWChannelMlp(nn.Module):
     def __init__(self, dim: int, expansion: float, kw: KWManager, group: str):
         super().__init__()
         hidden = int(round(dim * expansion))
-        _check_positive("hidden channels (dim × expansion)", hidden)
+        check_positive("hidden channels (dim × expansion)", hidden)
         self.pw1 = KWConv2d(dim, hidden, 1, kw=kw, group=group)
         self.act = nn.GELU()
         self.pw2 = KWConv2d(hidden, dim, 1, kw=kw, group=group)
@@ -119,7 +121,7 @@ class QuadraBlockKW(QuadraBlock):
                  drop_path: float = 0.0, layer_scale_init: float | None = 1e-6,
                  memory_efficient: bool = False, kw: KWManager | None = None,
                  kw_group: str = "block", kw_ratio: float = 0.5, kw_plan: KWPlan | None = None):
-        _check_positive("dim", dim)
+        check_positive("dim", dim)
         private = kw is None
         if private:
             kw = KWManager(ratio=kw_ratio)
@@ -148,8 +150,8 @@ class ConvBlock(MetaBlock):
 
     def __init__(self, dim: int, kernel_size: int = 7, expansion: float = 4,
                  drop_path: float = 0.0, layer_scale_init: float | None = 1e-6):
-        _check_positive("dim", dim)
-        _check_kernel_size(kernel_size)
+        check_positive("dim", dim)
+        check_kernel_size(kernel_size)
         dwconv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         super().__init__(dim, dwconv, expansion, drop_path, layer_scale_init)
         self.kernel_size = kernel_size
@@ -165,7 +167,7 @@ class GnConv(nn.Module):
 
     def __init__(self, dim: int, order: int = 3, kernel_size: int = 7, scale: float = 1.0 / 3):
         super().__init__()
-        _check_positive("order", order)
+        check_positive("order", order)
         if dim % (2 ** (order - 1)):
             raise ValueError(f"gnConv of order {order} needs dim divisible by {2 ** (order - 1)}, "
                              f"got {dim}")
@@ -194,8 +196,8 @@ class HorBlock(MetaBlock):
     def __init__(self, dim: int, order: int = 3, kernel_size: int = 7, expansion: float = 4,
                  drop_path: float = 0.0, layer_scale_init: float | None = 1e-6,
                  scale: float = 1.0 / 3):
-        _check_positive("dim", dim)
-        _check_kernel_size(kernel_size)
+        check_positive("dim", dim)
+        check_kernel_size(kernel_size)
         super().__init__(dim, GnConv(dim, order, kernel_size, scale), expansion, drop_path,
                          layer_scale_init)
         self.order = order
@@ -209,7 +211,7 @@ class WindowAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int | None = None, window_size: int = 7):
         super().__init__()
-        _check_positive("window_size", window_size)
+        check_positive("window_size", window_size)
         num_heads = num_heads or max(1, dim // 32)
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -256,7 +258,7 @@ class SwinBlock(MetaBlock):
     def __init__(self, dim: int, num_heads: int | None = None, window_size: int = 7,
                  expansion: float = 4, drop_path: float = 0.0,
                  layer_scale_init: float | None = 1e-6):
-        _check_positive("dim", dim)
+        check_positive("dim", dim)
         super().__init__(dim, WindowAttention(dim, num_heads, window_size), expansion, drop_path,
                          layer_scale_init)
 
@@ -269,18 +271,15 @@ class SkipBlock(MetaBlock):
         super().__init__(dim, None, expansion, drop_path, layer_scale_init)
 
 
-BLOCKS: dict[str, type[MetaBlock]] = {
+BLOCKS: dict[str, type[nn.Module]] = {
     "quadra": QuadraBlock,
     "quadra-kw": QuadraBlockKW,
     "conv": ConvBlock,
     "hor": HorBlock,
     "swin": SwinBlock,
     "skip": SkipBlock,
+    "mbconv": MBConv,        # ProxylessNAS's block, for the MBConv baseline space
 }
-
-from .mbconv import MBConv  # noqa: E402  (ProxylessNAS's block, for the MBConv baseline space)
-
-BLOCKS["mbconv"] = MBConv
 
 
 _ALIASES = {"quadra_kw": "quadra-kw", "quadrakw": "quadra-kw", "kw": "quadra-kw"}

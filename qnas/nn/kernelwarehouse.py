@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import nn
 
-from .quadra import _capturing, _check_positive
+from .common import capturing, check_positive
 
 NORMS = ("bn", "none")
 
@@ -189,9 +189,9 @@ class KWConv2d(nn.Module):
                  cell: tuple[int, int] | None = None, cells: int | None = None,
                  ratio: float = 0.5, **manager_kwargs):
         super().__init__()
-        _check_positive("in_channels", in_channels)
-        _check_positive("out_channels", out_channels)
-        _check_positive("kernel_size", kernel_size)
+        check_positive("in_channels", in_channels)
+        check_positive("out_channels", out_channels)
+        check_positive("kernel_size", kernel_size)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = (kernel_size, kernel_size)
         self.stride, self.padding, self.dilation = stride, padding, dilation
@@ -265,7 +265,7 @@ class KWConv2d(nn.Module):
         batch, _, height, width = x.shape
         weight = self.assemble(self.attention(x, self._tau), self.manager.warehouse(self.group))
         pointwise = (self.kernel_size == (1, 1) and self.stride == 1 and self.padding == 0)
-        if pointwise and _capturing():
+        if pointwise and capturing():
             # the same 1×1 dynamic conv as a batched matmul: the exported graph keeps a
             # dynamic batch (ONNX Conv has a static group count)
             y = torch.matmul(weight.view(-1, self.out_channels, self.in_channels), x.flatten(2))

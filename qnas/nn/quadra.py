@@ -20,22 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-
-def _check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+from .common import capturing, check_kernel_size, check_positive
 
 
-def _check_kernel_size(kernel_size: int) -> None:
-    _check_positive("kernel_size", kernel_size)
-    if kernel_size % 2 == 0:
-        raise ValueError(
-            f"kernel_size must be odd so the output keeps the input's size, got {kernel_size} "
-            f"(use e.g. 3, 5 or 7)"
-        )
-
-
-def _split_kernels(x: torch.Tensor) -> bool:
+def split_kernels(x: torch.Tensor) -> bool:
     """Run the three depthwise filters as three depthwise convs instead of one grouped conv?
 
     A grouped conv with 3 outputs per group is slow wherever the library lacks a kernel for
@@ -49,11 +37,6 @@ def _split_kernels(x: torch.Tensor) -> bool:
     return x.device.type == "cuda" and _memory_format(x) == torch.channels_last
 
 
-def _capturing() -> bool:
-    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling())
-
-
 def _filter(weight: torch.Tensor, bias: torch.Tensor | None, term: int):
     """Filter ``term`` (0 = A, 1 = B, 2 = C) as a contiguous [C, 1, k, k] weight and its bias."""
     channels = weight.shape[0] // 3
@@ -61,9 +44,11 @@ def _filter(weight: torch.Tensor, bias: torch.Tensor | None, term: int):
     return w, None if bias is None else bias.view(channels, 3)[:, term].contiguous()
 
 
-def _terms(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
-           split: bool, count: int = 3) -> list[torch.Tensor]:
-    """The first ``count`` of A⋆x+a, B⋆x+b, C⋆x+c (views of one grouped-conv output unless split)."""
+def quadra_terms(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 padding: int, split: bool, count: int = 3) -> list[torch.Tensor]:
+    """The first ``count`` of A⋆x+a, B⋆x+b, C⋆x+c (views of one grouped-conv output unless
+    ``split``: then three depthwise convs, see :func:`split_kernels`). ``weight``/``bias`` are
+    a :class:`QuadraConv2d`'s; the latency builder times QuadraConv's eager path with it."""
     channels = x.shape[1]
     if split:
         return [F.conv2d(x, *_filter(weight, bias, i), padding=padding, groups=channels)
@@ -92,7 +77,7 @@ class _QuadraConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding: int, recompute: bool, split: bool):
-        a, b, c = _terms(x, weight, bias, padding, split)
+        a, b, c = quadra_terms(x, weight, bias, padding, split)
         out = c.addcmul_(a, b) if split else torch.addcmul(c, a, b)
         ctx.save_for_backward(x, weight, bias, *(() if recompute else (a, b)))
         ctx.padding, ctx.split = padding, split
@@ -103,7 +88,7 @@ class _QuadraConvFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, weight, bias, *ab = ctx.saved_tensors
         padding, split, channels = ctx.padding, ctx.split, x.shape[1]
-        a, b = ab or _terms(x, weight, bias, padding, split, count=2)
+        a, b = ab or quadra_terms(x, weight, bias, padding, split, count=2)
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         need_b = need_b and bias is not None
         # G, the gradient of the 3C-channel conv output: ∂y/∂(A⋆x) = g⊙(B⋆x+b), ∂y/∂(B⋆x) =
@@ -153,8 +138,8 @@ class QuadraConv2d(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 7, bias: bool = True,
                  memory_efficient: bool = False):
         super().__init__()
-        _check_positive("channels", channels)
-        _check_kernel_size(kernel_size)
+        check_positive("channels", channels)
+        check_kernel_size(kernel_size)
         self.channels = channels
         self.kernel_size = kernel_size
         self.padding = kernel_size // 2
@@ -182,15 +167,15 @@ class QuadraConv2d(nn.Module):
         params_need_grad = self.weight.requires_grad or (
             self.bias is not None and self.bias.requires_grad)
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or params_need_grad)
-        if _capturing():
+        if capturing():
             # the plain differentiable form: what tracing, export and compilers should see
-            a, b, c = _terms(x, self.weight, self.bias, self.padding, split=False)
+            a, b, c = quadra_terms(x, self.weight, self.bias, self.padding, split=False)
             return a * b + c
-        split = _split_kernels(x)
+        split = split_kernels(x)
         if needs_grad:
             return _QuadraConvFunction.apply(x, self.weight, self.bias, self.padding,
                                              self.memory_efficient, split)
-        a, b, c = _terms(x, self.weight, self.bias, self.padding, split)
+        a, b, c = quadra_terms(x, self.weight, self.bias, self.padding, split)
         return c.addcmul_(a, b) if split else a * b + c
 
     def extra_repr(self) -> str:
@@ -207,8 +192,8 @@ class QuadraLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__()
-        _check_positive("in_features", in_features)
-        _check_positive("out_features", out_features)
+        check_positive("in_features", in_features)
+        check_positive("out_features", out_features)
         self.in_features = in_features
         self.out_features = out_features
         self.proj = nn.Linear(in_features, 3 * out_features, bias=bias)

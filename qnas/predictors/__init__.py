@@ -11,10 +11,10 @@ lookup table is built by :func:`build_lut`.
 """
 from .base import SOURCES, Kernel, Prediction, Predictor
 from .kernels import decompose, parse_input_shape
-from .lut import LatencyTable, LayerSpec, build_lut
+from .lut import LatencyTable, build_lut
 from .profile import ProfilePredictor
-from .registry import (DeviceInfo, describe_devices, device_info, device_table, get, list_devices,
-                       model_from_spec)
+from .devices import DeviceInfo, device_info, device_table, list_devices
+from .registry import describe_devices, get
 
 __all__ = [
     "SOURCES", "Kernel", "Prediction", "Predictor", "decompose", "parse_input_shape",

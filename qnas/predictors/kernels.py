@@ -120,6 +120,12 @@ KERNEL_TYPES = ("conv", "pwconv", "dwconv", "gconv", "linear", "matmul", "layern
                 "groupnorm", "batchnorm", "gelu", "relu", "hswish", "sigmoid", "softmax", "add",
                 "mul", "elementwise", "pool", "reduce", "copy", "resize", "other")
 
+# Multiply-accumulates: the kernel types whose FLOPs are multiply-adds (2 FLOPs each).
+MAC_KERNELS = ("conv", "pwconv", "dwconv", "gconv", "linear", "matmul")
+MACS_RULE = ("forward MACs of the conv, linear and matmul kernels of qnas's kernel decomposition "
+             "(qnas.predictors.kernels.decompose, the formulas of torch.utils.flop_counter), "
+             "MACs = FLOPs / 2; element-wise ops, norms and softmax not counted")
+
 
 # --- input shapes ------------------------------------------------------------------------------
 _SHAPE_SEPARATORS = re.compile(r"[x×,*\s]+")
@@ -369,9 +375,15 @@ def decompose(module: nn.Module, input_shape: str | Sequence[int]) -> list[Kerne
         module.train(was_training)
 
 
-def kernels_frame(kernels: Sequence[Kernel]):
-    """The kernels as a pandas DataFrame (name, op, flops, bytes)."""
-    import pandas as pd
+def macs_of(kernels: Sequence[Kernel], under: str | None = None) -> int:
+    """Multiply-accumulates of ``kernels`` (see :data:`MACS_RULE`); with ``under``, only of
+    those issued by the submodule at that path or its descendants (a per-layer count)."""
+    flops = sum(k.flops for k in kernels if k.op in MAC_KERNELS
+                and (under is None or k.name == under or k.name.startswith(under + ".")))
+    return int(round(flops / 2))
 
-    return pd.DataFrame({"name": [k.name for k in kernels], "op": [k.op for k in kernels],
-                         "flops": [k.flops for k in kernels], "bytes": [k.bytes for k in kernels]})
+
+def count_macs(module: nn.Module, input_shape: str | Sequence[int]) -> int:
+    """Forward multiply-accumulates of ``module`` at ``input_shape`` (see :data:`MACS_RULE`);
+    no arithmetic runs (the decomposition runs on the ``meta`` device when it can)."""
+    return macs_of(decompose(module, input_shape))

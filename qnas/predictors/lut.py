@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -25,8 +25,10 @@ from torch import nn
 
 from ..errors import QnasError
 from ..runtime.files import write_text_atomic
+from ..space import SearchSpace, load_space
 from .base import Predictor
 from .kernels import DECOMPOSITION_VERSION, parse_input_shape
+from .registry import get
 
 LUT_FORMAT = 1
 
@@ -35,19 +37,6 @@ def default_cache_dir() -> Path:
     """``$QNAS_CACHE_DIR/lut`` if that variable is set, else ``~/.cache/qnas/lut``."""
     root = os.environ.get("QNAS_CACHE_DIR")
     return Path(root) / "lut" if root else Path.home() / ".cache" / "qnas" / "lut"
-
-
-@dataclass
-class LayerSpec:
-    """One searchable layer given by hand (for spaces that are not a :class:`SearchSpace`).
-
-    ``candidates`` maps op name -> module (or a zero-argument callable building it); every layer
-    of one table must offer the same op names in the same order.
-    """
-
-    name: str
-    input_shape: tuple[int, ...]
-    candidates: dict[str, Union[nn.Module, Callable[[], nn.Module]]]
 
 
 @dataclass(eq=False)
@@ -162,16 +151,15 @@ class LatencyTable:
 # --- building ---------------------------------------------------------------------------------
 def _resolve_predictor(device) -> Predictor:
     if isinstance(device, str):
-        from .registry import get
-
         return get(device)
     if not hasattr(device, "predict"):
         raise QnasError(f"device must be a device name or a predictor, got {type(device).__name__}")
     return device
 
 
-def _cache_key(identity: dict, predictor: Predictor, shape: tuple) -> str:
-    payload = {"format": LUT_FORMAT, "decomposition": DECOMPOSITION_VERSION, **identity,
+def _cache_key(space: SearchSpace, predictor: Predictor, shape: tuple) -> str:
+    payload = {"format": LUT_FORMAT, "decomposition": DECOMPOSITION_VERSION,
+               "space": space.name, "space_hash": space.hash,
                "device": predictor.device, "source": predictor.source,
                "version": predictor.version,
                "fingerprint": getattr(predictor, "fingerprint", ""), "input_shape": list(shape)}
@@ -183,76 +171,25 @@ def _is_identity(module: nn.Module) -> bool:
     return isinstance(module, nn.Identity)
 
 
-def build_lut(space_or_layers, device: str | Predictor, input_shape=None,
-              cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-              fixed: Sequence[tuple[nn.Module, Sequence[int]]] = ()) -> LatencyTable:
+def build_lut(space: SearchSpace | str | os.PathLike, device: str | Predictor, input_shape=None,
+              cache_dir: str | os.PathLike | None = None, use_cache: bool = True) -> LatencyTable:
     """The latency table of a search space (a :class:`~qnas.space.SearchSpace`, a space
-    name or YAML path) or of hand-given layers (a list of :class:`LayerSpec`, with ``fixed`` =
-    the (module, input shape) pairs outside the searchable layers) on ``device``.
+    name or YAML path) on ``device`` (a device name or a predictor).
 
     ``input_shape`` defaults to the space's deployment shape. Loaded from the cache when present
     (``table.from_cache`` is then True); ``use_cache=False`` neither reads nor writes it.
     """
-    from ..space import SearchSpace, load_space
-
     predictor = _resolve_predictor(device)
-    if isinstance(space_or_layers, (str, Path)):
-        space_or_layers = load_space(space_or_layers)
+    if not isinstance(space, SearchSpace):
+        space = load_space(space)
+    shape = parse_input_shape(input_shape or space.input_shape)
+    if len(shape) != 4:
+        raise QnasError(f"input shape {shape} must be N×C×H×W, e.g. 1x3x224x224")
+    layer_shapes = space.layer_input_shapes(shape)
+    layer_names = [slot.name for slot in space.layers]
+    candidates = list(space.candidates)
 
-    if isinstance(space_or_layers, SearchSpace):
-        space = space_or_layers
-        shape = parse_input_shape(input_shape or space.input_shape)
-        if len(shape) != 4:
-            raise QnasError(f"input shape {shape} must be N×C×H×W, e.g. 1x3x224x224")
-        layer_shapes = space.layer_input_shapes(shape)
-        layer_names = [slot.name for slot in space.layers]
-        candidates = list(space.candidates)
-        identity = {"space": space.name, "space_hash": space.hash}
-
-        def candidate(layer: int, op: str):
-            slot = space.layers[layer]
-            if op not in slot.ops:
-                return None, None
-            # the module depends on the op, the input shape, the output width and the stride
-            return ((op, layer_shapes[layer], slot.dim, slot.stride),
-                    lambda: space.build_layer_op(slot, op))
-
-        def fixed_parts():
-            return [(space.build_child(space.smallest_ops()), shape)], space.smallest_ops()
-    else:
-        layers = list(space_or_layers)
-        if not layers or not all(isinstance(layer, LayerSpec) for layer in layers):
-            raise QnasError("build_lut() needs a SearchSpace, a space name, or a list of LayerSpec")
-        candidates = list(layers[0].candidates)
-        for layer in layers:
-            if list(layer.candidates) != candidates:
-                raise QnasError(f"layer {layer.name} offers {list(layer.candidates)}, but every "
-                                f"layer must offer {candidates} in that order")
-        shape = parse_input_shape(input_shape) if input_shape else tuple(layers[0].input_shape)
-        layer_names = [layer.name for layer in layers]
-        space = None
-        built: dict[tuple[int, str], nn.Module] = {}
-
-        def module_of(layer: int, op: str) -> nn.Module:
-            if (layer, op) not in built:
-                made = layers[layer].candidates[op]
-                built[layer, op] = made if isinstance(made, nn.Module) else made()
-            return built[layer, op]
-
-        def candidate(layer: int, op: str):
-            module = module_of(layer, op)
-            return (op, tuple(layers[layer].input_shape), repr(module)), lambda: module
-
-        def fixed_parts():
-            return [(m, parse_input_shape(s)) for m, s in fixed], None
-
-        identity = {"layers": [[layer.name, list(layer.input_shape), candidates] for layer in layers],
-                    "modules": hashlib.sha256("".join(
-                        repr(module_of(i, op)) for i in range(len(layers)) for op in candidates
-                    ).encode()).hexdigest(),
-                    "fixed": [[repr(m), list(parse_input_shape(s))] for m, s in fixed]}
-
-    key = _cache_key(identity, predictor, shape)
+    key = _cache_key(space, predictor, shape)
     cache_path = Path(cache_dir or default_cache_dir()) / f"{key}.json"
     if use_cache and cache_path.is_file():
         try:
@@ -263,36 +200,34 @@ def build_lut(space_or_layers, device: str | Predictor, input_shape=None,
         except QnasError:
             pass   # a corrupt or foreign cache file: rebuild and overwrite it
 
-    # cost every distinct (op, input shape) once
+    # cost every distinct (op, input shape, output width, stride) once
     costs: dict[tuple, float] = {}
     ms = torch.full((len(layer_names), len(candidates)), float("nan"), dtype=torch.float64)
     allowed = torch.zeros(ms.shape, dtype=torch.bool)
-    for layer in range(len(layer_names)):
+    for layer, slot in enumerate(space.layers):
         for k, op in enumerate(candidates):
-            pair, build = candidate(layer, op)
-            if pair is None:
+            if op not in slot.ops:
                 continue
             allowed[layer, k] = True
+            # the module depends on the op, the input shape, the output width and the stride
+            pair = (op, layer_shapes[layer], slot.dim, slot.stride)
             if pair not in costs:
-                module = build()
+                module = space.build_layer_op(slot, op)
                 costs[pair] = (0.0 if _is_identity(module)
                                else float(predictor.predict(module, pair[1]).latency_ms))
             ms[layer, k] = costs[pair]
 
-    parts, smallest_ops = fixed_parts()
-    fixed_ms = sum(float(predictor.predict(module, part_shape).latency_ms)
-                   for module, part_shape in parts)
-    if smallest_ops is not None:
-        # the child with the smallest ops contains those layers too: take them out again
-        fixed_ms -= sum(ms[layer, candidates.index(op)].item()
-                        for layer, op in enumerate(smallest_ops))
+    # the fixed part: the child with the smallest ops, less those layers
+    smallest_ops = space.smallest_ops()
+    fixed_ms = float(predictor.predict(space.build_child(smallest_ops), shape).latency_ms)
+    fixed_ms -= sum(ms[layer, candidates.index(op)].item()
+                    for layer, op in enumerate(smallest_ops))
 
     table = LatencyTable(
         device=predictor.device, input_shape=shape, candidates=candidates,
         layer_names=layer_names, ms=ms, fixed_ms=float(fixed_ms), source=predictor.source,
         version=predictor.version, known_error=predictor.known_error, key=key,
-        space=space.name if space is not None else "",
-        space_hash=space.hash if space is not None else "", costed=len(costs), allowed=allowed)
+        space=space.name, space_hash=space.hash, costed=len(costs), allowed=allowed)
     if use_cache:
         table.save(cache_path)
     return table

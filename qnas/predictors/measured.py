@@ -9,8 +9,8 @@ proportion to a generic roofline weight, and the ``ms_basis`` column says so.
 """
 from __future__ import annotations
 
+import copy
 import math
-import os
 import platform
 import statistics
 import time
@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from ..errors import QnasError
+from ..runtime.threads import MEASURING, resolve_threads, torch_threads
 from .base import Prediction
+from .kernels import decompose
 
 HOST_DEVICES = ("host-cpu", "host-cuda")
-DEFAULT_THREADS = 1          # one thread: reproducible on shared CI machines; override per call
-ENV_THREADS = "QNAS_HOST_THREADS"
 
 # generic weights used only to SHARE a measured total over kernels (never to predict it)
 _SHARE_FLOPS_PER_S = 50e9
@@ -47,20 +47,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def default_threads() -> int:
-    value = os.environ.get(ENV_THREADS)
-    if value is None:
-        return DEFAULT_THREADS
-    try:
-        threads = int(value)
-    except ValueError:
-        raise QnasError(f"{ENV_THREADS}={value!r} is not an integer; set it to a thread count "
-                        f"such as 1 or 4") from None
-    if threads <= 0:
-        raise QnasError(f"{ENV_THREADS} must be a positive thread count, got {threads}")
-    return threads
-
-
 def torch_device(device: str) -> torch.device:
     """``host-cpu`` → cpu, ``host-cuda`` → cuda (refused without a GPU)."""
     if device == "host-cpu":
@@ -72,24 +58,6 @@ def torch_device(device: str) -> torch.device:
                             "(see 'qnas devices')")
         return torch.device("cuda")
     raise QnasError(f"unknown host device {device!r}; use one of {', '.join(HOST_DEVICES)}")
-
-
-class _Threads:
-    """Context manager fixing torch's intra-op thread count, restoring it afterwards."""
-
-    def __init__(self, threads: int):
-        self.threads = threads
-        self.previous = None
-
-    def __enter__(self):
-        self.previous = torch.get_num_threads()
-        if self.previous != self.threads:
-            torch.set_num_threads(self.threads)
-        return self
-
-    def __exit__(self, *exc):
-        if torch.get_num_threads() != self.previous:
-            torch.set_num_threads(self.previous)
 
 
 @dataclass
@@ -134,7 +102,7 @@ def time_callable(fn: Callable[[], object], device: torch.device, *, threads: in
     """
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    with _Threads(threads), torch.no_grad():
+    with torch_threads(threads, MEASURING), torch.no_grad():
         start = time.perf_counter()
         for _ in range(max(1, warmup)):
             fn()
@@ -183,7 +151,8 @@ class MeasuredPredictor:
 
     Args:
         device: ``"host-cpu"`` or ``"host-cuda"``.
-        threads: torch intra-op threads during timing (default 1, or ``$QNAS_HOST_THREADS``).
+        threads: torch intra-op threads during timing (default: the measuring policy of
+            :mod:`qnas.runtime.threads`, 1 or ``$QNAS_HOST_THREADS``).
         warmup, repeats: calls before timing and timed rounds (the median is reported).
     """
 
@@ -193,9 +162,7 @@ class MeasuredPredictor:
                  warmup: int = 3, repeats: int = 15):
         self.torch_device = torch_device(device)
         self.device = device
-        self.threads = threads if threads is not None else default_threads()
-        if self.threads <= 0:
-            raise QnasError(f"threads must be a positive integer, got {self.threads}")
+        self.threads = resolve_threads(threads, MEASURING)
         self.warmup, self.repeats = int(warmup), int(repeats)
         if self.torch_device.type == "cuda":
             host = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
@@ -220,8 +187,6 @@ class MeasuredPredictor:
         return self._cache[key]
 
     def predict(self, module: nn.Module, input_shape: Sequence[int]) -> Prediction:
-        from .kernels import decompose
-
         kernels = decompose(module, tuple(input_shape))   # also: a wrong shape is a clear error
         timing = self.measure(module, input_shape)
         total = timing.median_ms
@@ -236,8 +201,6 @@ class MeasuredPredictor:
 def _on_device(module: nn.Module, device: torch.device) -> nn.Module:
     params = list(module.parameters())
     if params and params[0].device.type != device.type:
-        import copy
-
         return copy.deepcopy(module).to(device)
     return module.to(device) if not params else module
 

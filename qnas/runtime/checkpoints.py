@@ -10,13 +10,16 @@ and loads, warns about every newer one it had to skip, and falls back to the pre
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..errors import QnasError
+from . import distributed
 from .files import save_torch_atomic, write_text_atomic
 
 _NAME = re.compile(r"^(?P<prefix>.+)-(?P<step>\d{8})\.pt$")
@@ -66,10 +69,40 @@ def load_verified(path: str | Path) -> dict:
 
 
 def save_verified(state: dict, path: str | Path) -> Path:
-    """``torch.save`` atomically, then its checksum sidecar (see the module doc)."""
-    path = save_torch_atomic(state, path)
-    write_text_atomic(checksum_path(path), f"{sha256_of(path)}  {path.name}\n")
+    """``torch.save`` atomically, then its checksum sidecar (see the module doc).
+
+    When either write fails (a full disk, an I/O error), nothing of this checkpoint is left
+    behind — the file that did get written is removed — and the error propagates: the
+    checkpoints written before stay as they were."""
+    path = Path(path)
+    sidecar = checksum_path(path)
+    had_previous = path.exists()
+    try:
+        save_torch_atomic(state, path)
+        write_text_atomic(sidecar, f"{sha256_of(path)}  {path.name}\n")
+    except BaseException:
+        if not had_previous:
+            path.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
+        raise
     return path
+
+
+def rng_state() -> dict:
+    """Every random number generator a run draws from: torch (CPU and every CUDA device),
+    NumPy and Python's ``random`` — saved in every checkpoint, restored on resume."""
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore_rng(state: dict) -> None:
+    """Undo :func:`rng_state` (the CUDA states only where a GPU is visible)."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def check_same_settings(recorded: dict, current: dict, what: str) -> None:
@@ -139,8 +172,6 @@ class CheckpointStore:
                                   ) -> tuple[dict, Path]:
         """:meth:`load_latest` read by rank 0 and broadcast to every rank (under torchrun);
         a failure is raised on every rank alike."""
-        from . import distributed
-
         loaded = None
         if distributed.is_main():
             try:

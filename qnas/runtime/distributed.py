@@ -96,14 +96,14 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not is_initialized():
         return obj
     box = [obj if rank() == src else None]
-    dist.broadcast_object_list(box, src=src, device=_collective_device())
+    dist.broadcast_object_list(box, src=src, device=device())
     return box[0]
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """The mean of ``tensor`` over ranks, in place (a no-op for a world of one)."""
     if is_initialized():
-        work = tensor.to(_collective_device())
+        work = tensor.to(device())
         dist.all_reduce(work, op=dist.ReduceOp.SUM)
         work /= world_size()
         if work is not tensor:
@@ -115,10 +115,29 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     """Element-wise sums over ranks of a few numbers (counts for top-1, loss sums)."""
     if not is_initialized():
         return list(values)
-    work = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    work = torch.tensor(values, dtype=torch.float64, device=device())
     dist.all_reduce(work, op=dist.ReduceOp.SUM)
     return work.cpu().tolist()
 
 
-def _collective_device() -> torch.device:
-    return device()
+def training_device() -> torch.device:
+    """Where a run trains: this rank's GPU under torchrun + NCCL, the GPU when one is visible,
+    else the CPU."""
+    if is_initialized():
+        return device()
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def wrap(module: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
+    """``module`` in DistributedDataParallel when running distributed (it averages the weight
+    gradients and starts every rank from rank 0's weights), else ``module`` itself.
+
+    ``find_unused_parameters``: a supernet runs one path per step, so the other candidates'
+    parameters get no gradient (on every rank alike)."""
+    if world_size() <= 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    where = next(module.parameters()).device
+    return DistributedDataParallel(module, find_unused_parameters=find_unused_parameters,
+                                   device_ids=[where] if where.type == "cuda" else None)

@@ -1,6 +1,7 @@
-"""Training the searched child: ``qnas retrain`` (see :mod:`qnas.train.retrain`)."""
-from .retrain import (DEFAULT_LR, LR_REFERENCE_BATCH, PAPER_LR, RetrainConfig, RetrainResult,
-                      load_retrained, retrain)
+"""Training the searched child: ``qnas retrain`` (:mod:`.retraining`; settings in :mod:`.config`)."""
+from .._lazy import lazy_exports
 
-__all__ = ["RetrainConfig", "RetrainResult", "retrain", "load_retrained", "DEFAULT_LR",
-           "PAPER_LR", "LR_REFERENCE_BATCH"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "RetrainConfig": "config", "PAPER_LR": "config", "LR_REFERENCE_BATCH": "config",
+    "RetrainResult": "retraining", "retrain": "retraining", "load_retrained": "retraining",
+})

@@ -1,0 +1,290 @@
+"""The one resumable training loop, under the search, train-supernet and retrain.
+
+:class:`ResumableRun` is what ProxylessNAS calls a ``RunManager``: it owns everything a long
+run needs to survive faults, and a subclass owns only what it trains
+(:class:`qnas.nas.search.SearchRun` is the ``ArchSearchRunManager`` on top of it,
+:class:`qnas.train.retraining.RetrainRun` the plain one):
+
+- the run folder: refused when it holds another run unless resuming; a restart by torchrun's
+  elastic agent (``--max-restarts``) resumes automatically (:func:`open_run_folder`);
+- checkpoints ``<prefix>-<step>.pt`` after every epoch and mid-epoch on SIGINT/SIGTERM: atomic,
+  checksummed, the newest two kept (:mod:`.checkpoints`), holding the subclass's state, the
+  epoch/step counters, the running sums and log rows and EVERY random number generator (torch
+  CPU and CUDA, NumPy, Python); a failed write (disk full, I/O error) leaves the previous
+  checkpoint valid and ends the run with one line that says so;
+- ``resume``: the newest checkpoint that verifies, read on rank 0 and broadcast, its settings
+  compared with the run's; a run resumed mid-epoch skips the batches it had done, so it ends
+  exactly where an uninterrupted one would (same machine, threads and processes);
+- SIGINT/SIGTERM on any rank: finish the step, save, exit 130/143 with a resume line;
+- a non-finite loss stops the run, naming the last good checkpoint;
+- torchrun: per-step numbers are summed over ranks in ONE all-reduce together with the stop
+  flag; only rank 0 writes and reports.
+
+A subclass provides ``total_epochs``, ``steps_per_epoch``, :meth:`batches`, :meth:`step`,
+:meth:`end_epoch`, :meth:`state_dict`/:meth:`load_state_dict` and, optionally,
+:meth:`check_step`, :meth:`write_logs`, :meth:`save_extra` and :meth:`row_text`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .. import __version__
+from ..errors import Interrupted, QnasError
+from . import distributed
+from .checkpoints import CheckpointStore, check_same_settings, restore_rng, rng_state
+from .files import check_writable_folder
+from .signals import StopOnSignals, signal_name
+
+Echo = Callable[[str], None]
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def restarted_by_torchrun() -> bool:
+    """Whether torchrun's elastic agent restarted this process after a failure."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+def open_run_folder(out: Path, resume: bool, store: CheckpointStore, what: str = "run",
+                    other_files: Iterable[str] = ()) -> bool:
+    """Check the run folder before any work; True when a checkpoint is to be resumed.
+
+    A folder holding checkpoints or ``other_files`` of an earlier run is refused unless
+    ``resume``; ``resume`` without a checkpoint is refused; nothing is written here."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise QnasError(f"--out {out} is a file; give a folder")
+    if resume or (restarted_by_torchrun() and store.exists()):
+        if not store.exists():
+            raise QnasError(f"nothing to resume: {out} holds no {store.prefix}-*.pt checkpoint; "
+                            f"run without --resume to start")
+        return True
+    held = [path.name for path in store.paths()] + \
+        [name for name in other_files if (out / name).exists()]
+    if held:
+        raise QnasError(f"{out} already holds a {what} ({', '.join(held[:3])}); pass --resume to "
+                        f"continue it or choose another --out")
+    check_writable_folder(out)
+    return False
+
+
+class ResumableRun:
+    """A run of epochs of steps that can stop anywhere and resume exactly (see module doc)."""
+
+    checkpoint_format = "qnas-run-checkpoint"
+    checkpoint_version = 1
+    checkpoint_prefix = "checkpoint"
+    what = "run"                     # in messages: "a search", "a retraining run"
+    progress_label = "train"
+
+    def __init__(self, out: str | Path, settings: dict, echo: Echo | None = None):
+        self.out = Path(out)
+        self.settings = settings               # what must match to resume
+        self.echo: Echo = (echo or _silent) if distributed.is_main() else _silent
+        self.store = CheckpointStore(self.out, prefix=self.checkpoint_prefix)
+        self.epoch = 0
+        self.step_in_epoch = 0                 # steps done in the current epoch
+        self.sums: dict[str, float] = {}       # of the current epoch, over all ranks
+        self.rows: list[dict] = []             # one per finished epoch
+
+    # --- what a subclass provides ---------------------------------------------------------
+    total_epochs: int
+    steps_per_epoch: int
+
+    def batches(self, epoch: int) -> Iterable:
+        """Every batch of ``epoch``, in the order of an uninterrupted run (the loop skips the
+        ones a mid-epoch checkpoint had done)."""
+        raise NotImplementedError
+
+    def step(self, batch, epoch: int, index: int) -> dict[str, float]:
+        """Train on one batch; returns this rank's numbers, which are summed over ranks."""
+        raise NotImplementedError
+
+    def end_epoch(self, epoch: int, sums: dict[str, float]) -> dict:
+        """Validate etc.; returns the epoch's log row (the loop adds ``seconds``)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """What the subclass needs in a checkpoint (models, optimisers, schedulers, …)."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def check_step(self, totals: dict[str, float], epoch: int, index: int) -> None:
+        """Refuse non-finite numbers (default: the mean ``loss`` over ``count``)."""
+        if "loss" in totals:
+            self.require_finite(totals["loss"] / max(totals.get("count", 1.0), 1.0), "training",
+                                epoch, index, "a lower learning rate")
+
+    def accumulate(self, totals: dict[str, float]) -> None:
+        for key, value in totals.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def step_postfix(self, totals: dict[str, float]) -> str:
+        count = max(totals.get("count", 1.0), 1.0)
+        return f"loss {totals.get('loss', math.nan) / count:.3f}"
+
+    def write_logs(self) -> None:
+        """Rank 0, after each checkpoint: the run's readable logs (CSV, JSON)."""
+
+    def save_extra(self, state: dict) -> None:
+        """Rank 0, after each checkpoint: other files made of the same state (best.pt)."""
+
+    def row_text(self, row: dict) -> str:
+        return f"epoch {row['epoch']:3d} " + " ".join(
+            f"{key} {value:.4g}" for key, value in row.items()
+            if key not in ("epoch", "seconds") and isinstance(value, (int, float)))
+
+    # --- the loop ---------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.total_epochs
+
+    @property
+    def global_step(self) -> int:
+        return self.epoch * self.steps_per_epoch + self.step_in_epoch
+
+    def run(self, stop_after_epochs: int | None = None, progress: bool = False) -> bool:
+        """Run epochs until done (True) or until ``stop_after_epochs`` ran in this call
+        (False). SIGINT/SIGTERM save a checkpoint and raise :class:`Interrupted`."""
+        from tqdm.auto import tqdm
+
+        if stop_after_epochs is not None:
+            if isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int) \
+                    or stop_after_epochs < 1:
+                raise QnasError(f"stop after must be a positive integer, got "
+                                f"{stop_after_epochs!r}")
+        remaining = self.total_epochs - self.epoch
+        if stop_after_epochs is not None:
+            remaining = min(remaining, stop_after_epochs)
+        bar = tqdm(total=self.total_epochs * self.steps_per_epoch, initial=self.global_step,
+                   unit="step", desc=self.progress_label, dynamic_ncols=True, leave=False,
+                   disable=not progress or not distributed.is_main())
+        try:
+            with StopOnSignals() as stop:
+                for _ in range(remaining):
+                    row = self._run_epoch(bar, stop)
+                    self.echo(self.row_text(row))
+                    # a signal that arrived during validation or the save, on any rank
+                    if distributed.all_reduce_sum([float(stop.requested is not None)])[0]:
+                        self.interrupt(stop)
+        finally:
+            bar.close()
+        return self.finished
+
+    def _run_epoch(self, bar, stop: StopOnSignals) -> dict:
+        epoch, started = self.epoch, time.perf_counter()
+        for index, batch in enumerate(self.batches(epoch)):
+            if index < self.step_in_epoch:          # done before a mid-epoch checkpoint
+                continue
+            values = self.step(batch, epoch, index)
+            keys = list(values)
+            # one all-reduce per step: the numbers, and whether any rank must stop
+            reduced = distributed.all_reduce_sum(
+                [float(values[k]) for k in keys] + [float(stop.requested is not None)])
+            totals = dict(zip(keys, reduced[:-1]))
+            self.check_step(totals, epoch, index)
+            self.accumulate(totals)
+            self.step_in_epoch = index + 1
+            bar.update(1)
+            bar.set_postfix_str(f"ep {epoch + 1}/{self.total_epochs} "
+                                f"{self.step_postfix(totals)}", refresh=False)
+            if reduced[-1]:
+                self.interrupt(stop)
+        row = {"epoch": epoch + 1, **self.end_epoch(epoch, dict(self.sums))}
+        row["seconds"] = time.perf_counter() - started
+        self.epoch += 1
+        self.step_in_epoch, self.sums = 0, {}
+        self.rows.append(row)
+        self.save()
+        return row
+
+    # --- stopping -------------------------------------------------------------------------
+    def require_finite(self, value: float, which: str, epoch: int, index: int,
+                       remedy: str) -> None:
+        """Stop the run when ``value`` (the ``which`` loss) is NaN or infinite."""
+        if math.isfinite(value):
+            return
+        last = self.store.paths()
+        where = (f"the last good checkpoint is {last[0]}" if last
+                 else "no checkpoint was written yet")
+        raise QnasError(f"the {which} loss became {value} at epoch {epoch + 1}, step "
+                        f"{index + 1}: training diverged; {where}; try {remedy}")
+
+    def interrupt(self, stop: StopOnSignals | None) -> None:
+        """Save a checkpoint and raise :class:`Interrupted` (another rank's signal counts as
+        SIGTERM here)."""
+        signum = (stop.requested if stop is not None and stop.requested is not None
+                  else signal.SIGTERM)
+        path = self.save()
+        raise Interrupted(f"stopped by {signal_name(signum)} at epoch {self.epoch + 1}, step "
+                          f"{self.step_in_epoch}; checkpoint {path}; resume with the same "
+                          f"command and --resume --out {self.out}", signum)
+
+    # --- checkpoints ----------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        return {"format": self.checkpoint_format, "format_version": self.checkpoint_version,
+                "qnas_version": __version__, "config": self.settings,
+                "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                "sums": dict(self.sums), "rows": list(self.rows),
+                "world_size": distributed.world_size(), "rng": rng_state(),
+                **self.state_dict()}
+
+    def save(self) -> Path:
+        """Rank 0 writes the checkpoint (then the logs and extras); every rank waits. A write
+        that fails ends the run on every rank with one line; the previous checkpoint stays."""
+        path = self.store.path_for(self.global_step)
+        failure = None
+        if distributed.is_main():
+            previous = self.store.paths()
+            try:
+                state = self.checkpoint()
+                path = self.store.save(state, self.global_step)
+                self.save_extra(state)
+                self.write_logs()
+            except OSError as err:
+                kept = (f"the previous checkpoint {previous[0]} is intact" if previous
+                        else "no earlier checkpoint exists")
+                reason = err.strerror or type(err).__name__
+                failure = (f"could not write {getattr(err, 'filename', None) or path} "
+                           f"({reason}): {kept}; free some space or fix the disk, then "
+                           f"resume with --resume --out {self.out}")
+        failure = distributed.broadcast_object(failure)
+        if failure:
+            raise QnasError(failure)
+        distributed.barrier()
+        return path
+
+    def restore(self) -> Path:
+        """Load the newest good checkpoint (rank 0 reads, every rank receives); returns its
+        path. Refuses another kind of checkpoint and other settings."""
+        state, path = self.store.load_latest_on_every_rank(warn=self.echo)
+        if not isinstance(state, dict) or state.get("format") != self.checkpoint_format:
+            raise QnasError(f"{path} is not a checkpoint of {self.what}")
+        if int(state.get("format_version", 0)) > self.checkpoint_version:
+            raise QnasError(f"{path} has checkpoint format {state['format_version']}, newer than "
+                            f"this qnas ({__version__}) reads ({self.checkpoint_version}); "
+                            f"upgrade qnas")
+        check_same_settings(state["config"], self.settings, f"the {self.what} in {self.out}")
+        if state.get("world_size", 1) != distributed.world_size():
+            self.echo(f"note: the checkpoint was written by {state.get('world_size', 1)} "
+                      f"process(es), resuming with {distributed.world_size()}: the data shards "
+                      f"differ, so the run will not repeat an uninterrupted one exactly")
+        self.load_state_dict(state)
+        self.epoch, self.rows = int(state["epoch"]), list(state["rows"])
+        self.step_in_epoch = int(state.get("step_in_epoch", 0))
+        self.sums = dict(state.get("sums") or {})
+        restore_rng(state["rng"])
+        return path
+
+    def resume_line(self, path: Path) -> str:
+        return (f"resumed from {path} at epoch {self.epoch + 1}"
+                + (f", step {self.step_in_epoch}" if self.step_in_epoch else ""))
