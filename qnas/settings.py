@@ -82,28 +82,30 @@ def to_dict(config) -> dict:
     return plain(config)
 
 
-def from_dict(cls, data: dict, where: str = "config"):
+def from_dict(cls, data: dict, where: str | None = "config"):
     """Build ``cls`` from a mapping (unset fields take their defaults); unknown keys and wrong
-    values are refused with one line naming ``where``. Nested configs may be mappings."""
+    values are refused with one line (prefixed with ``where`` when given). Nested configs may
+    be mappings."""
+    prefix = f"{where}: " if where else ""
     if not isinstance(data, dict):
-        raise QnasError(f"{where} must be a mapping of settings, got {type(data).__name__}")
+        raise QnasError(f"{prefix}expected a mapping of settings, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise QnasError(f"{where}: unknown setting(s) {', '.join(map(repr, unknown))}; known: "
+        raise QnasError(f"{prefix}unknown setting(s) {', '.join(map(repr, unknown))}; known: "
                         f"{', '.join(sorted(known))}")
     values = {}
     for name, value in data.items():
         inner = nested_type(cls, name)
         if inner is not None and isinstance(value, dict):
-            value = from_dict(inner, value, f"{where}: {name}")
+            value = from_dict(inner, value, f"{prefix}{name}" if where else name)
         values[name] = value
     try:
         return cls(**values)
     except QnasError as err:
-        raise QnasError(f"{where}: {err}") from None
+        raise QnasError(f"{prefix}{err}") from None
     except (TypeError, ValueError) as err:
-        raise QnasError(f"{where}: {' '.join(str(err).split())}") from None
+        raise QnasError(f"{prefix}{' '.join(str(err).split())}") from None
 
 
 def read_config(cls, path: str | Path):

@@ -207,3 +207,36 @@ def test_retrain_sigterm_mid_epoch_then_resume_ends_like_an_uninterrupted_run(sp
     a = torch.load(resumed.last_path, weights_only=False)["model"]
     b = torch.load(uninterrupted.last_path, weights_only=False)["model"]
     assert all(torch.equal(a[name], b[name]) for name in b)
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_so(space, reference,
+                                                                       tmp_path, single_thread):
+    """A real failed write: the resumed run may only write files of a few KB
+    (RLIMIT_FSIZE; SIGXFSZ ignored, so the kernel answers EFBIG as on a full disk)."""
+    import resource
+
+    out = tmp_path / "run"
+    search(_config(space), out=out, stop_after_epochs=1, threads=1)
+    (previous,) = CheckpointStore(out).paths()
+
+    def small_files_only():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qnas", "search", *ARGS, "--space", str(space), "--out", str(out),
+         "--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=small_files_only, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2, stderr[-2000:]
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("qnas:")]
+    assert len(lines) == 1 and "Traceback" not in stderr
+    assert "could not write" in lines[0] and "File too large" in lines[0]
+    assert f"the previous checkpoint {previous} is intact" in lines[0]
+    assert "--resume" in lines[0]
+    # the previous checkpoint is the only one, it verifies, and no temporary file is left
+    assert CheckpointStore(out).paths() == [previous]
+    assert load_verified(previous)["epoch"] == 1
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    # and the run resumes from it to the same end as an uninterrupted one
+    assert _resume(space, out).best["ops"] == reference["ops"]

@@ -5,7 +5,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from qnas.bench.profile_check import block_cases, check_profile, relation
-import qnas.cli.profile_check  # noqa: F401 -- registers "qnas bench profile"
+import qnas.cli.bench  # noqa: F401 -- registers "qnas bench profile"
 from qnas.cli import cli
 from qnas.errors import QnasError
 from qnas.space import load_space

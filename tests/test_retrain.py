@@ -290,3 +290,24 @@ def test_load_retrained_refuses_other_files(tiny_search, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(QnasError, match="not a readable"):
         load_retrained(bad)
+
+
+def test_search_and_retrain_share_one_loop_and_save_every_rng(full_run, tiny_search):
+    from qnas.nas.search import SearchRun
+    from qnas.runtime.loop import ResumableRun
+
+    for run_class in (SearchRun, RetrainRun):
+        assert issubclass(run_class, ResumableRun)
+        overridden = {"run", "save", "restore", "interrupt", "begin", "checkpoint"} & \
+            set(vars(run_class))
+        assert not overridden, (run_class.__name__, overridden)
+    retrain_state = torch.load(full_run.last_path, weights_only=False)
+    search_state = torch.load(CheckpointStore(tiny_search.out).paths()[0], weights_only=False)
+    # the same generators in both, CUDA's included (None where no GPU is visible)
+    assert set(retrain_state["rng"]) == set(search_state["rng"]) == {"torch", "numpy", "python",
+                                                                     "cuda"}
+    if torch.cuda.is_available():
+        assert len(retrain_state["rng"]["cuda"]) == torch.cuda.device_count()
+    else:
+        assert retrain_state["rng"]["cuda"] is None
+    assert json.loads((full_run.out / "config.json").read_text())["ema"] is True

@@ -194,3 +194,35 @@ def test_cli_refuses_bad_input_in_one_line(argv, needle, workspace, capsys, tmp_
     err = capsys.readouterr().err.strip()
     assert err.startswith("qnas: error:") and needle in err and "\n" not in err
     assert "Traceback" not in err
+
+
+def test_config_json_repeats_the_run_and_print_config_shows_it(workspace, full_run, capsys):
+    root, space = workspace
+    recorded = json.loads((full_run.out / "config.json").read_text())
+    assert recorded["latency"] == 1.2 and recorded["device"] == "cortexA76"
+    # --print-config: the resolved config, an option overriding the file; nothing runs
+    main(["search", "--config", str(full_run.out / "config.json"), "--seed", "9",
+          "--print-config"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {**recorded, "seed": 9}
+    # --config repeats the run: the same architecture, the same inherited top-1
+    main(["search", "--config", str(full_run.out / "config.json"), "--out", str(root / "again"),
+          "--threads", "1", "--quiet"])
+    again = json.loads((root / "again" / "best.json").read_text())
+    assert again["ops"] == full_run.best["ops"]
+    assert again["val_top1"] == full_run.best["val_top1"]
+    assert json.loads((root / "again" / "config.json").read_text()) == {**recorded,
+                                                                        "threads": 1}
+
+
+def test_the_device_and_budget_are_normalised_once(workspace):
+    _, space = workspace
+    config = tiny_config(space, device="CORTEXa76", latency="0.0012s")
+    assert config.device == "cortexA76" and config.latency == pytest.approx(1.2)
+    assert config.default_out().name == "tiny-cortexA76-1.2ms-s5"
+    several = tiny_config(space, latency="2ms,1.2ms")
+    assert several.budgets == [2.0, 1.2] and several.is_sweep
+    with pytest.raises(QnasError, match="several budgets"):
+        several.budget_ms
+    with pytest.raises(QnasError, match="needs a target device"):
+        SearchConfig(latency="300ms")

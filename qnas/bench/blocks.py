@@ -43,10 +43,10 @@ from ..nn.blocks import build_block
 from ..predictors.kernels import MACS_RULE, count_macs
 from ..runtime.files import write_csv_atomic
 from ..runtime.threads import BENCHMARK, torch_threads
-from .config import (BLOCK_KINDS, REFERENCE_KIND, BlockBenchConfig, add_ratios, bench_input,
-                     with_overrides)
-from .measure import (SAVED_BYTES_RULE, peak_step_bytes, progress_bar, saved_bytes,
-                      time_round_robin)
+from ..settings import merged
+from .config import BLOCK_KINDS, REFERENCE_KIND, BlockBenchConfig
+from .measure import (SAVED_BYTES_RULE, add_ratios, bench_input, peak_step_bytes, progress_bar,
+                      saved_bytes, time_round_robin)
 from .quadraconv import (QUADRACONV_COLUMNS, QUADRACONV_IMPLS, format_quadraconv_table,
                          run_quadraconv_bench)
 
@@ -121,7 +121,7 @@ def run_block_bench(config: BlockBenchConfig | None = None, progress: bool = Tru
 
     ``run_block_bench(channels=(64,), layers=4)`` is the same as passing a config with those.
     """
-    config = with_overrides(config, overrides)
+    config = merged(BlockBenchConfig, config, overrides)
     rows = []
     per_width = len(config.kinds) * (2 + 2 * (config.warmup + config.repeats))
     with torch_threads(config.threads, BENCHMARK), \

@@ -3,14 +3,12 @@ naive three convolutions), its input, and the ratio columns of its tables.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from typing import Iterable, Sequence
-
-import pandas as pd
-import torch
 
 from ..errors import QnasError
 from ..runtime.threads import BENCHMARK, resolve_threads
+from ..settings import setting
 
 BLOCK_KINDS = ("quadra", "quadra-me", "hor", "conv", "swin", "skip")
 REFERENCE_KIND = "quadra"
@@ -27,19 +25,27 @@ class BlockBenchConfig:
     this process may use, the benchmark policy of :mod:`qnas.runtime.threads`).
     """
 
-    kinds: Sequence[str] = BLOCK_KINDS
-    channels: Sequence[int] = (64, 128)
-    layers: int = 24
-    batch: int = 4
-    resolution: int = 56
-    kernel_size: int = 7
-    hor_order: int = 2
-    repeats: int = 3
-    warmup: int = 1
-    threads: int = field(default_factory=lambda: resolve_threads(None, BENCHMARK))
-    device: str = "cpu"
-    channels_last: bool = True
-    seed: int = 0
+    kinds: Sequence[str] = setting(BLOCK_KINDS, shown=",".join(BLOCK_KINDS),
+                                   help="Block kinds, comma-separated (quadra is always "
+                                        "measured: the ratios' base).")
+    channels: Sequence[int] = setting((64, 128), shown="64,128", help="Widths C, comma-separated.")
+    layers: int = setting(24, help="Blocks per stack.")
+    batch: int = setting(4, help="Batch size.")
+    resolution: int = setting(56, help="Map size H=W (56 = the stage-1 map of a 224×224 input).")
+    kernel_size: int = setting(7, help="Depthwise kernel of quadra, conv and hor blocks (odd).")
+    hor_order: int = setting(2, help="gnConv order of HorBlock (HorNet: 2, 3, 4, 5 by stage; 2 "
+                                     "at 56×56).")
+    repeats: int = setting(3, help="Timed runs per kind (median); the QuadraConv2d part runs 5× "
+                                   "as many.")
+    warmup: int = setting(1, help="Untimed rounds before timing (after the memory steps, which "
+                                  "also warm up).")
+    threads: int = setting(default_factory=lambda: resolve_threads(None, BENCHMARK),
+                           shown="every core this process may use",
+                           help="torch intra-op threads while measuring.")
+    device: str = setting("cpu", choices=("cpu", "cuda"), help="Where to measure.")
+    channels_last: bool = setting(True, flag="--no-channels-last",
+                                  help="Feed every stack an NHWC-strided input.")
+    seed: int = setting(0, help="Seed of the weights and inputs.")
 
     def __post_init__(self) -> None:
         self.kinds = tuple(parse_kinds(self.kinds))
@@ -95,42 +101,9 @@ def check_device(device: str) -> str:
     device = str(device).lower()
     if device not in ("cpu", "cuda"):
         raise QnasError(f"unknown device {device!r}; use cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise QnasError("CUDA is not available on this machine; use --device cpu")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise QnasError("CUDA is not available on this machine; use --device cpu")
     return device
-
-
-def bench_input(config: BlockBenchConfig, channels: int) -> torch.Tensor:
-    """The input of every measurement at width ``channels`` (seeded; NHWC-strided when
-    ``config.channels_last``)."""
-    generator = torch.Generator().manual_seed(config.seed + channels)
-    x = torch.randn(config.batch, channels, config.resolution, config.resolution,
-                    generator=generator)
-    if config.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x.to(config.device)
-
-
-def add_ratios(table: pd.DataFrame, columns: Sequence[str], ratios: dict[str, str],
-               reference: str = REFERENCE_KIND, key: str = "kind") -> pd.DataFrame:
-    """Add the ``ratios`` columns (figure column -> ratio column): each figure over the
-    ``reference`` row's (``table[key] == reference``) at the same width (``channels``); the
-    result has ``columns`` in that order."""
-    table = table.copy()
-    for figure, ratio in ratios.items():
-        ref = table[table[key] == reference].set_index("channels")[figure]
-        table[ratio] = table[figure] / table["channels"].map(ref)
-    return table[list(columns)]
-
-
-def with_overrides(config: BlockBenchConfig | None, overrides: dict) -> BlockBenchConfig:
-    """``config`` (default: the defaults) with the settings in ``overrides`` replaced; an
-    unknown setting is refused (one line)."""
-    cls = BlockBenchConfig
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise QnasError(f"unknown benchmark setting {unknown[0]!r}; known: {', '.join(sorted(known))}")
-    if config is None:
-        return cls(**overrides)
-    return cls(**{**asdict(config), **overrides}) if overrides else config

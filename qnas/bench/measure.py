@@ -10,8 +10,9 @@ import re
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -138,3 +139,28 @@ def time_round_robin(runs: dict[str, Callable[[], object]], repeats: int, warmup
 def progress_bar(total: int, enabled: bool, desc: str):
     """A tqdm bar over ``total`` runs (silent unless ``enabled``)."""
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit="run")
+
+
+# --- inputs and tables -------------------------------------------------------------------------
+
+def bench_input(config, channels: int) -> torch.Tensor:
+    """The input of every measurement at width ``channels`` (seeded; NHWC-strided when
+    ``config.channels_last``)."""
+    generator = torch.Generator().manual_seed(config.seed + channels)
+    x = torch.randn(config.batch, channels, config.resolution, config.resolution,
+                    generator=generator)
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(config.device)
+
+
+def add_ratios(table: pd.DataFrame, columns: Sequence[str], ratios: dict[str, str],
+               reference: str = "quadra", key: str = "kind") -> pd.DataFrame:
+    """Add the ``ratios`` columns (figure column -> ratio column): each figure over the
+    ``reference`` row's (``table[key] == reference``) at the same width (``channels``); the
+    result has ``columns`` in that order."""
+    table = table.copy()
+    for figure, ratio in ratios.items():
+        ref = table[table[key] == reference].set_index("channels")[figure]
+        table[ratio] = table[figure] / table["channels"].map(ref)
+    return table[list(columns)]

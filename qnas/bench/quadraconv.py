@@ -14,7 +14,9 @@ from torch import nn
 
 from ..nn.quadra import QuadraConv2d
 from ..runtime.threads import BENCHMARK, torch_threads
-from .config import BlockBenchConfig, add_ratios, bench_input, with_overrides
+from ..settings import merged
+from .config import BlockBenchConfig
+from .measure import add_ratios, bench_input
 from .measure import progress_bar, saved_bytes, time_round_robin
 
 
@@ -77,7 +79,7 @@ def run_quadraconv_bench(config: BlockBenchConfig | None = None, progress: bool 
     Uses the block config's batch, resolution, kernel size, device, threads and layout;
     ``repeats`` defaults to 5× the config's (one layer is quick and noisier).
     """
-    config = with_overrides(config, overrides)
+    config = merged(BlockBenchConfig, config, overrides)
     repeats = repeats or 5 * config.repeats
     rows = []
     total = len(config.channels) * len(QUADRACONV_IMPLS) * (1 + config.warmup + repeats)

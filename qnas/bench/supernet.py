@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nas.proxyless import ProxylessStrategy, _no_weight_grads
+from ..nas.proxyless import ProxylessStrategy, no_weight_grads
 from ..nas.supernet import Supernet
 from ..runtime.threads import BENCHMARK, torch_threads
 from ..space import load_space
@@ -121,6 +121,6 @@ def _forward_saved(forward: Callable[[], object], module: nn.Module, frozen: boo
     """Saved bytes of one training-mode forward (``frozen``: weights off the graph, as in the
     arch step)."""
     module.train()
-    context = _no_weight_grads(module.parameters()) if frozen else contextlib.nullcontext()
+    context = no_weight_grads(module.parameters()) if frozen else contextlib.nullcontext()
     with context:
         return saved_bytes(forward, exclude=list(module.parameters()))

@@ -9,6 +9,8 @@ import time
 import click
 
 from . import cli
+from ..bench.config import BlockBenchConfig
+from .options import config_options, parse_shape, print_config_and_exit, resolve_config
 
 
 @cli.group("bench")
@@ -16,47 +18,30 @@ def bench() -> None:
     """Benchmarks (blocks, ...); results as printed tables and CSV files."""
 
 
-@bench.command("blocks")
-@click.option("--kinds", default="quadra,quadra-me,hor,conv,swin,skip", show_default=True,
-              help="Block kinds, comma-separated (quadra is always measured: the ratios' base).")
-@click.option("--channels", default="64,128", show_default=True,
-              help="Widths C, comma-separated.")
-@click.option("--layers", default=24, show_default=True, type=int, help="Blocks per stack.")
-@click.option("--batch", default=4, show_default=True, type=int)
-@click.option("--resolution", default=56, show_default=True, type=int,
-              help="Map size H=W (56 = the stage-1 map of a 224×224 input).")
-@click.option("--kernel-size", default=7, show_default=True, type=int,
-              help="Depthwise kernel of quadra, conv and hor blocks (odd).")
-@click.option("--hor-order", default=2, show_default=True, type=int,
-              help="gnConv order of HorBlock (HorNet: 2, 3, 4, 5 by stage; 2 at 56×56).")
-@click.option("--repeats", default=3, show_default=True, type=int,
-              help="Timed runs per kind (median); the QuadraConv2d part runs 5× as many.")
-@click.option("--warmup", default=1, show_default=True, type=int,
-              help="Untimed rounds before timing (after the memory steps, which also warm up).")
-@click.option("--threads", default=None, type=int,
-              help="torch intra-op threads  [default: the CPUs this process may use]")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@bench.command("blocks", epilog="""\b
+Examples:
+  qnas bench blocks
+  qnas bench blocks --kinds quadra,hor --channels 64 --device cuda --batch 64""")
+@config_options(BlockBenchConfig)
 @click.option("--out", default="runs/bench/blocks.csv", show_default=True,
               type=click.Path(dir_okay=False),
               help="CSV of the block table; the QuadraConv2d table goes to <stem>_quadraconv.csv.")
 @click.option("--quadraconv/--no-quadraconv", default=True, show_default=True,
               help="Also run part 2: QuadraConv2d against three separate depthwise convs.")
-def blocks_command(kinds, channels, layers, batch, resolution, kernel_size, hor_order, repeats,
-                   warmup, threads, device, out, quadraconv) -> None:
+def blocks_command(out, quadraconv, **options) -> None:
     """Table II of the QuadraNet paper: 24-layer stacks of each block kind, side by side."""
+    print_config = options.get("print_config")
+    config = resolve_config(BlockBenchConfig, options)
+    if print_config:
+        print_config_and_exit(config)
     import pandas as pd
 
     from ..bench import blocks
+    from ..runtime.files import write_csv_atomic
 
-    settings = dict(kinds=kinds, channels=channels, layers=layers, batch=batch,
-                    resolution=resolution, kernel_size=kernel_size, hor_order=hor_order,
-                    repeats=repeats, warmup=warmup, device=device)
-    if threads is not None:
-        settings["threads"] = threads
-    config = blocks.BlockBenchConfig(**settings)
     start = time.perf_counter()
     table = blocks.run_block_bench(config)
-    path = blocks.write_csv_atomic(table, out)
+    path = write_csv_atomic(table, out)
     with pd.option_context("display.width", 200, "display.max_columns", 30,
                            "display.float_format", "{:.3g}".format):
         click.echo(f"Blocks: {config.layers} layers, batch {config.batch}, "
@@ -70,7 +55,7 @@ def blocks_command(kinds, channels, layers, batch, resolution, kernel_size, hor_
         click.echo(f"wrote {path}")
         if quadraconv:
             conv_table = blocks.run_quadraconv_bench(config)
-            conv_path = blocks.write_csv_atomic(conv_table, blocks.companion_path(out))
+            conv_path = write_csv_atomic(conv_table, blocks.companion_path(out))
             click.echo(f"QuadraConv2d, forward+backward of one layer, median of "
                        f"{5 * config.repeats}; ratios × the naive three-conv form")
             click.echo(blocks.format_quadraconv_table(conv_table).to_string(index=False))
@@ -87,7 +72,7 @@ def blocks_command(kinds, channels, layers, batch, resolution, kernel_size, hor_
 @click.option("--warmup", default=2, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", default=None, type=int,
-              help="torch intra-op threads  [default: torch's]")
+              help="torch intra-op threads  [default: every core this process may use]")
 def bench_supernet_command(space, batch_size, resolution, rounds, warmup, seed, threads) -> None:
     """Step time and saved activations: supernet weight/arch step vs the same child's step."""
     from ..bench.supernet import SupernetBenchConfig, bench_supernet
@@ -108,3 +93,82 @@ def bench_supernet_command(space, batch_size, resolution, rounds, warmup, seed, 
     click.echo(f"step-time ratio supernet/child: weight {weight.time_ratio:.2f} (goal ≤ "
                f"{weight.time_goal}), arch {arch.time_ratio:.2f} (goal ≤ {arch.time_goal}); "
                f"saved-for-backward ratio {weight.saved_ratio:.2f} (goal ≤ {weight.saved_goal})")
+
+
+@bench.command("predictor")
+@click.option("--children", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Random QuadraNet children to compare.")
+@click.option("--input-shape", default="1x3x64x64", show_default=True)
+@click.option("--space", default="quadranet", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--samples", default=100, show_default=True, type=click.IntRange(min=2),
+              help="Samples per kernel type if the host predictor has to be built first.")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="torch threads [default: the built predictor's].")
+@click.option("--build/--no-build", default=True, show_default=True,
+              help="Build the host-cpu predictor first when none is registered.")
+def bench_predictor_command(children, input_shape, space, seed, samples, threads, build) -> None:
+    """Predicted (nn-Meter host-cpu predictor) vs measured latency of random QuadraNet children."""
+    from ..bench.predictor import bench_predictor, format_table
+
+    result = bench_predictor(children=children, input_shape=parse_shape(input_shape), space=space,
+                             seed=seed, samples=samples, threads=threads, build=build,
+                             progress=lambda msg: click.echo(msg, err=True))
+    click.echo(format_table(result))
+
+
+def _batches(text: str) -> list[int]:
+    from ..errors import QnasError
+
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise QnasError(f"--batch {text!r} is not a list of integers; use e.g. 1 or 1,32") from None
+    if not values or min(values) <= 0:
+        raise QnasError(f"--batch needs positive integers, got {text!r}; use e.g. 1 or 1,32")
+    return values
+
+
+@bench.command("profile")
+@click.argument("device")
+@click.option("--measure", default="host-cuda", show_default=True,
+              type=click.Choice(["host-cuda", "host-cpu"]),
+              help="The measured backend (the hardware the profile is checked against).")
+@click.option("--space", default="quadranet", show_default=True,
+              help="Search space whose candidate blocks are checked at its layer shapes.")
+@click.option("--batch", "batch", default="1", show_default=True,
+              help="Batch size(s), comma-separated (e.g. 1,32: batch-1 eager is dispatch-bound).")
+@click.option("--models", default="quadranet_xxs,quadranet_t,resnet18", show_default=True,
+              help="Whole models to check too, comma-separated ('' for none; torchvision ones "
+                   "are skipped where torchvision does not import).")
+@click.option("--resolution", default=None, type=click.IntRange(min=1),
+              help="Override the deployment H=W (quick checks only).")
+@click.option("--repeats", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Timed rounds per measurement (median).")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="torch intra-op threads while timing  [default: 1 or $QNAS_HOST_THREADS]")
+@click.option("--out", default=None, type=click.Path(dir_okay=False),
+              help="CSV of the long table  [default: runs/bench/profile_<DEVICE>.csv]")
+def profile_command(device, measure, space, batch, models, resolution, repeats, warmup, threads,
+                    out) -> None:
+    """Check profile DEVICE (or several, comma-separated) against measurements here.
+
+    Each candidate block of the space at each distinct layer input shape, and each model, is
+    predicted with the profile and measured with --measure; prints the tables and the median
+    |rel error|, writes a CSV. A profile of other hardware than the one measured is labelled a
+    cross-check, not a validation.
+    """
+    from ..runtime.files import write_csv_atomic
+    from ..bench.profile_check import check_profile, format_check
+
+    start = time.perf_counter()
+    result = check_profile(device, measure=measure, space=space, batches=_batches(batch),
+                           models=models.split(","), resolution=resolution, repeats=repeats,
+                           warmup=warmup, threads=threads,
+                           progress=lambda msg: click.echo(f"  {msg}", err=True))
+    path = write_csv_atomic(result.table, out or
+                            f"runs/bench/profile_{'_'.join(result.devices)}.csv")
+    click.echo(format_check(result))
+    click.echo(f"wrote {path}")
+    click.echo(f"wall time {time.perf_counter() - start:.1f} s")

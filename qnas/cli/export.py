@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import click
-import pandas as pd
 
 from . import cli
 
@@ -29,6 +28,8 @@ def export_command(best: str, out: str | None, formats: str, opset: int,
     checks = result.verification[["check", "input", "max_abs_diff", "atol"]].copy()
     if len(checks):
         checks["max_abs_diff"] = checks["max_abs_diff"].map("{:.2e}".format)
+        import pandas as pd
+
         with pd.option_context("display.width", 200):
             click.echo("verified:\n" + checks.to_string(index=False))
     for kind, path in result.files.items():

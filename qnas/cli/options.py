@@ -1,7 +1,8 @@
-"""Click options derived from the config dataclasses (:mod:`qnas.settings`): the name, type,
-choices, help text and shown default of every option come from the dataclass field, so no
-default is written twice. ``--config FILE`` starts from a run's ``config.json``; options given
-on the command line override it; ``--print-config`` prints the resolved config and exits.
+"""What the commands share: click options derived from the config dataclasses
+(:mod:`qnas.settings`) — the name, type, choices, help text and shown default of every option
+come from the dataclass field, so no default is written twice. ``--config FILE`` starts from a
+run's ``config.json``; options given on the command line override it; ``--print-config`` prints
+the resolved config and exits.
 """
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ def resolve_config(cls, params: dict, fixed: dict | None = None, exclude: tuple 
             parent = next(name for name, kind in nested.items() if kind is owner)
             data.setdefault(parent, {})[f.name] = value
     data.update(fixed or {})
-    return from_dict(cls, data, "the options" if not config_file else f"--config {config_file}")
+    return from_dict(cls, data, f"--config {config_file}" if config_file else None)
 
 
 def print_config_and_exit(config) -> None:
@@ -142,3 +143,20 @@ def run_options(function=None, *, out_default: str = "runs/<space>-<device>-<bud
         return f
 
     return decorate(function) if function is not None else decorate
+
+
+def frame_text(frame) -> str:
+    """A pandas table for the terminal (no index, wide)."""
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", 120, "display.width", 200):
+        return frame.to_string(index=False)
+
+
+def parse_shape(text: str | None):
+    """``1x3x224x224`` → a shape tuple (None stays None; a bad shape is one line)."""
+    if text is None:
+        return None
+    from ..predictors.kernels import parse_input_shape
+
+    return parse_input_shape(text)

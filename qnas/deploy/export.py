@@ -24,8 +24,6 @@ import io
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +40,7 @@ from ..nas.evaluator import epoch_loader, has_batchnorm, recalibrate_batchnorm, 
 from ..nas.search import WEIGHT_DATA
 from ..nas.supernet import read_supernet_checkpoint
 from ..predictors.kernels import MACS_RULE, decompose, macs_of
-from ..runtime.files import check_writable_folder
+from ..runtime.files import check_writable_folder, staged_folder, write_bytes_atomic
 from ..space import SearchSpace
 from .child import (CARD_NAME, FILE_NAMES, FORMATS, as_best, best_resolution, best_supernet,
                     child_record)
@@ -155,43 +153,19 @@ def _check_out(out: Path) -> None:
 
 
 def _commit(out: Path, contents: dict[str, bytes]) -> dict[str, Path]:
-    """Write ``contents`` (file name → bytes) into ``out`` via a temporary folder: a new
-    ``out`` appears complete in one rename; in an existing one each file is replaced
-    atomically."""
-    staging = None
+    """Write ``contents`` (file name → bytes) into ``out``: a new ``out`` appears complete in
+    one rename (:func:`staged_folder`); in an existing one each file is replaced atomically."""
     try:
-        fresh = not out.exists()
-        if fresh:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        if out.exists():
+            for name, data in contents.items():
+                write_bytes_atomic(out / name, data)
         else:
-            staging = Path(tempfile.mkdtemp(prefix=".qnas-export.tmp-", dir=out))
-        for name, data in contents.items():
-            target = staging / name
-            with open(target, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(target, 0o644)
-        if fresh:
-            os.chmod(staging, 0o755)
-            try:
-                os.rename(staging, out)
-                staging = None
-            except OSError:
-                if not out.is_dir():        # not a concurrent mkdir: a real failure
-                    raise
-        if staging is not None:
-            for name in contents:
-                os.replace(staging / name, out / name)
-            staging.rmdir()
-            staging = None
+            with staged_folder(out) as staging:
+                for name, data in contents.items():
+                    write_bytes_atomic(staging / name, data)
     except OSError as err:
         raise QnasError(f"cannot write the export to {out} ({type(err).__name__}: "
                         f"{err.strerror or err}); choose a writable --out") from None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     return {name: out / name for name in contents}
 
 

@@ -49,11 +49,11 @@ from typing import Any
 
 import yaml
 
-from ..bench.blocks import BlockBenchConfig
+from ..bench.config import BlockBenchConfig
 from ..data import DATASET_FORMS
 from ..errors import QnasError
 from ..nas.config import SearchConfig
-from ..predictors.registry import device_info
+from ..predictors.devices import device_info
 from ..resources import data_dir
 from ..settings import from_dict
 from ..space import load_space

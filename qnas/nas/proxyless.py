@@ -108,7 +108,7 @@ def rescale_alpha_(alpha: torch.Tensor, old_alpha: torch.Tensor, pairs: torch.Te
 
 
 @contextlib.contextmanager
-def _no_weight_grads(params: Iterable[torch.nn.Parameter]):
+def no_weight_grads(params: Iterable[torch.nn.Parameter]):
     """Weights take no part in the arch step's graph (saves memory; α-only step)."""
     params = [p for p in params if p.requires_grad]
     for p in params:
@@ -216,7 +216,7 @@ class ProxylessStrategy:
         net.train()
         net.set_pairs(pairs)
         try:
-            with _no_weight_grads(net.weight_parameters()):
+            with no_weight_grads(net.weight_parameters()):
                 logits = net(images)
                 ce = F.cross_entropy(logits, labels)
                 loss, expected = self.arch_loss(ce)

@@ -48,7 +48,6 @@ from .supernet import SEARCH_CHECKPOINT_FORMAT, SUPERNET_FORMAT, Supernet, load_
 
 LOG = "search_log.csv"
 ALPHA_LOG = "alpha_history.json"      # softmax(α) per layer after every epoch (for reports)
-CONFIG = "config.json"
 SUPERNET = "supernet.pt"
 WEIGHT_DATA, ARCH_DATA, VAL_DATA = 0, 1, 2      # loader streams
 
@@ -372,10 +371,7 @@ def start_run(config: SearchConfig, out: str | Path | None = None, resume: bool 
     resuming = open_run_folder(out, resume, CheckpointStore(out, SearchRun.checkpoint_prefix),
                                "run", (BEST, SUPERNET))
     run = SearchRun(config, out, echo, predictor)
-    if resuming:
-        run.echo(run.resume_line(run.restore()))
-    elif distributed.is_main():
-        write_json_atomic(out / CONFIG, config.as_dict())
+    run.begin(resuming, config.as_dict())
     return run
 
 

@@ -5,7 +5,7 @@
     ['cortexA76', 'myriadvpu', 'a100', 'adreno640', 'adreno630', 'host-cpu']
     >>> predictors.get("cortexA76").predict(model, "1x3x224x224").describe()
 
-Backends (see DESIGN §2): calibrated profiles (:mod:`.profile`, the embedded default),
+Backends: calibrated profiles (:mod:`.profile`, the embedded default),
 nn-Meter where its predictor files are installed, and measurements on this host. The search's
 lookup table is built by :func:`build_lut`.
 """
@@ -19,5 +19,5 @@ from .registry import describe_devices, get
 __all__ = [
     "SOURCES", "Kernel", "Prediction", "Predictor", "decompose", "parse_input_shape",
     "ProfilePredictor", "get", "list_devices", "describe_devices", "device_info", "device_table",
-    "DeviceInfo", "model_from_spec", "build_lut", "LatencyTable", "LayerSpec",
+    "DeviceInfo", "build_lut", "LatencyTable",
 ]

@@ -50,7 +50,8 @@ import torch
 import yaml
 
 from ..errors import QnasError
-from ..runtime.files import write_bytes_atomic, write_json_atomic, write_text_atomic
+from ..runtime.files import (staged_folder, write_bytes_atomic, write_json_atomic,
+                             write_text_atomic)
 from ..runtime.threads import MEASURING, resolve_threads
 from ..space import load_space
 from .kernel_samples import (HOST_KERNELS, nnmeter_features, op_sample, sample_configs,
@@ -59,7 +60,7 @@ from .kernels import decompose
 from .measured import HOST_DEVICES, time_callable, time_module, torch_device
 from .nnmeter_backend import predict_parts_with
 from .nnmeter_files import (HOST_PREDICTOR_NAMES, data_folder, host_fingerprint, import_nn_meter,
-                            register_predictor, staged_folder)
+                            register_predictor)
 from .op_costs import COST_TERMS, EXTRA_OPS, HostOpCosts, design_row
 
 PREDICTOR_VERSION = 1.0

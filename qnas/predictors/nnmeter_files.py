@@ -24,7 +24,6 @@ scikit-learn 0.23 pickles; its loader is patched to read them through
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
@@ -37,13 +36,13 @@ import zipfile
 from dataclasses import dataclass, field
 from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import yaml
 
 from ..errors import QnasError
-from ..runtime.files import replace_folder
+from ..runtime.files import staged_folder
 from . import sklearn_compat
 from .devices import device_table
 from .measured import cpu_model
@@ -297,22 +296,6 @@ def _install_one(pred_name: str, folder: Path, known: dict[str, dict]) -> Path:
             if item.is_file():
                 shutil.copy2(item, staging / item.name)
     return target
-
-
-@contextlib.contextmanager
-def staged_folder(folder: Path) -> Iterator[Path]:
-    """A new, empty folder next to ``folder`` to write a predictor into: when the body
-    finishes it replaces ``folder`` whole (:func:`qnas.runtime.files.replace_folder`); when the
-    body fails it is removed and ``folder`` is left as it was."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        yield staging
-        replace_folder(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 # --- registering a predictor built by qnas ----------------------------------------------------

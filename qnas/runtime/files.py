@@ -6,17 +6,19 @@ Folders (an export, an installed predictor) are staged whole and swapped in by
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import QnasError
 
 __all__ = ["atomic_write", "write_text_atomic", "write_json_atomic", "write_bytes_atomic",
-           "write_csv_atomic", "save_torch_atomic", "replace_folder", "check_writable_folder"]
+           "write_csv_atomic", "save_torch_atomic", "replace_folder", "staged_folder",
+           "check_writable_folder"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
@@ -68,14 +70,39 @@ def write_csv_atomic(frame, path: str | os.PathLike) -> Path:
     return write_text_atomic(path, frame.to_csv(index=False))
 
 
+class _Writer:
+    """A file's ``write`` for torch.save that keeps the OSError of a failed write (torch's
+    serializer turns it into a RuntimeError that no longer says why)."""
+
+    def __init__(self, stream):
+        self.stream, self.error = stream, None
+
+    def write(self, data) -> int:
+        try:
+            return self.stream.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def save_torch_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` atomically."""
+    """``torch.save(obj, path)`` atomically; a failed write raises its OSError (disk full,
+    file too large, I/O error)."""
     import torch
 
     def write(temporary: str) -> None:
         with open(temporary, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
+            writer = _Writer(stream)
+            try:
+                torch.save(obj, writer)
+                stream.flush()
+            except RuntimeError:
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
             os.fsync(stream.fileno())
 
     return atomic_write(path, write)
@@ -93,6 +120,23 @@ def replace_folder(staging: Path, folder: Path) -> None:
     os.replace(staging, folder)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """A new, empty folder next to ``folder`` to write into: when the body finishes it replaces
+    ``folder`` whole (:func:`replace_folder`); when the body fails it is removed and ``folder``
+    is left as it was."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o755)
+        replace_folder(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def check_writable_folder(out: str | os.PathLike) -> None:

@@ -37,10 +37,11 @@ from .. import __version__
 from ..errors import Interrupted, QnasError
 from . import distributed
 from .checkpoints import CheckpointStore, check_same_settings, restore_rng, rng_state
-from .files import check_writable_folder
+from .files import check_writable_folder, write_json_atomic
 from .signals import StopOnSignals, signal_name
 
 Echo = Callable[[str], None]
+CONFIG = "config.json"          # the run's settings, as --config reads them back
 
 
 def _silent(message: str) -> None:
@@ -285,6 +286,14 @@ class ResumableRun:
         restore_rng(state["rng"])
         return path
 
-    def resume_line(self, path: Path) -> str:
-        return (f"resumed from {path} at epoch {self.epoch + 1}"
-                + (f", step {self.step_in_epoch}" if self.step_in_epoch else ""))
+    def begin(self, resuming: bool, config: dict) -> Path | None:
+        """Resume from the newest good checkpoint (returns its path), or start: rank 0 writes
+        the run's ``config.json`` (``--config`` reads it back to repeat the run)."""
+        if resuming:
+            path = self.restore()
+            self.echo(f"resumed from {path} at epoch {self.epoch + 1}"
+                      + (f", step {self.step_in_epoch}" if self.step_in_epoch else ""))
+            return path
+        if distributed.is_main():
+            write_json_atomic(self.out / CONFIG, config)
+        return None

@@ -51,7 +51,7 @@ from ..nas.supernet import load_supernet
 from ..runtime import distributed
 from ..runtime.checkpoints import CheckpointStore, load_verified, save_verified
 from ..runtime.files import write_csv_atomic, write_json_atomic
-from ..runtime.loop import ResumableRun, open_run_folder
+from ..runtime.loop import CONFIG, ResumableRun, open_run_folder
 from ..runtime.threads import TRAINING, torch_threads
 from ..space import space_from_dict
 from .config import LR_REFERENCE_BATCH, RetrainConfig
@@ -346,11 +346,11 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
     config = config.resolved(best)
     out = Path(out) if out is not None else default_out(best)
     resuming = open_run_folder(out, resume, CheckpointStore(out, prefix=LAST),
-                               "retraining run", (BEST, LOG, SUMMARY))
+                               "retraining run", (BEST, LOG, SUMMARY, CONFIG))
     data = load_dataset(config.data, resolution=config.resolution, seed=config.seed)
     with torch_threads(config.threads, TRAINING):
         run = RetrainRun(best, config, data, out, echo)
-        last = run.restore() if resuming else None
+        run.begin(resuming, config.as_dict())
         params = sum(p.numel() for p in run.model.parameters())
         run.echo(f"retraining {best.space.describe_ops(best.ops)} ({params / 1e6:.2f}M params, "
                  f"init {config.init}) on {data.name} at {config.resolution}px: "
@@ -362,8 +362,6 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
                  f"cosine, clip {config.clip_grad}, smoothing {config.smoothing:g}, drop-path "
                  f"{config.drop_path_rate:g}, EMA {'on' if config.ema else 'off'}, "
                  f"augmentation {'on' if run.augment else 'off'}")
-        if last is not None:
-            run.echo(run.resume_line(last))
         run.run(stop_after_epochs, progress)
 
     last_row = run.rows[-1] if run.rows else {}
