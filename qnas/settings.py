@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -155,8 +156,6 @@ def check_int(value, name: str, low: int = 0) -> int:
 def check_number(value, name: str, low: float, high: float = float("inf"),
                  low_open: bool = False, high_open: bool = True) -> float:
     """``value`` as a finite number in the interval, else one line naming ``name``."""
-    import math
-
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
           and math.isfinite(value)
           and (value > low if low_open else value >= low)

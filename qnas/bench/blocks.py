@@ -45,10 +45,21 @@ from ..runtime.files import write_csv_atomic
 from ..runtime.threads import BENCHMARK, torch_threads
 from ..settings import merged
 from .config import BLOCK_KINDS, REFERENCE_KIND, BlockBenchConfig
-from .measure import (SAVED_BYTES_RULE, add_ratios, bench_input, peak_step_bytes, progress_bar,
-                      saved_bytes, time_round_robin)
-from .quadraconv import (QUADRACONV_COLUMNS, QUADRACONV_IMPLS, format_quadraconv_table,
-                         run_quadraconv_bench)
+from .measure import (
+    SAVED_BYTES_RULE,
+    add_ratios,
+    bench_input,
+    peak_step_bytes,
+    progress_bar,
+    saved_bytes,
+    time_round_robin,
+)
+from .quadraconv import (
+    QUADRACONV_COLUMNS,
+    QUADRACONV_IMPLS,
+    format_quadraconv_table,
+    run_quadraconv_bench,
+)
 
 __all__ = [
     "BLOCK_KINDS", "REFERENCE_KIND", "BlockBenchConfig", "BLOCK_COLUMNS", "MACS_COUNTER",

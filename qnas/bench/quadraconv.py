@@ -16,8 +16,13 @@ from ..nn.quadra import QuadraConv2d
 from ..runtime.threads import BENCHMARK, torch_threads
 from ..settings import merged
 from .config import BlockBenchConfig
-from .measure import add_ratios, bench_input
-from .measure import progress_bar, saved_bytes, time_round_robin
+from .measure import (
+    add_ratios,
+    bench_input,
+    progress_bar,
+    saved_bytes,
+    time_round_robin,
+)
 
 
 class NaiveQuadraConv2d(nn.Module):

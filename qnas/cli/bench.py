@@ -8,8 +8,8 @@ import time
 
 import click
 
-from . import cli
 from ..bench.config import BlockBenchConfig
+from . import cli
 from .options import config_options, parse_shape, print_config_and_exit, resolve_config
 
 
@@ -159,8 +159,8 @@ def profile_command(device, measure, space, batch, models, resolution, repeats, 
     |rel error|, writes a CSV. A profile of other hardware than the one measured is labelled a
     cross-check, not a validation.
     """
-    from ..runtime.files import write_csv_atomic
     from ..bench.profile_check import check_profile, format_check
+    from ..runtime.files import write_csv_atomic
 
     start = time.perf_counter()
     result = check_profile(device, measure=measure, space=space, batches=_batches(batch),

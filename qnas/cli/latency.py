@@ -116,10 +116,10 @@ def _predict_and_report(spec: str, devices: list[str], explicit: bool, shape: tu
                         num_classes: int) -> None:
     import pandas as pd
 
-    from ..errors import QnasError
-    from ..predictors.kernels import decompose
     from ..deploy.child import model_from_spec
+    from ..errors import QnasError
     from ..predictors.devices import device_info
+    from ..predictors.kernels import decompose
     from ..predictors.registry import get
 
     # analytic backends only need shapes (meta device); a measured one needs real weights

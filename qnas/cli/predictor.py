@@ -70,8 +70,11 @@ def install_nnmeter_command(path: str, name: str | None) -> None:
     github.com/microsoft/nn-Meter/releases, fetched on a machine with network) or its unpacked
     folder. The files go where nn-Meter looks for them (~/.nn_meter/data/predictor/<name>/).
     """
-    from ..predictors.nnmeter_files import (device_map, install_nnmeter_predictors,
-                                            nnmeter_available)
+    from ..predictors.nnmeter_files import (
+        device_map,
+        install_nnmeter_predictors,
+        nnmeter_available,
+    )
 
     installed = install_nnmeter_predictors(path, name=name)
     devices = {v: k for k, v in device_map().items()}

@@ -8,6 +8,7 @@ from ..nas.config import SearchConfig
 from . import cli
 from .options import config_options, print_config_and_exit, resolve_config, run_options
 
+
 @cli.command("search", epilog="""\b
 Examples:
   qnas search --device cortexA76 --latency 300ms

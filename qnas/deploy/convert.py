@@ -26,7 +26,9 @@ ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
 
 def _max_opset() -> int:
     try:
-        from torch.onnx import _constants   # torch's private record of its exporter's range
+        from torch.onnx import (
+            _constants,  # torch's private record of its exporter's range
+        )
 
         return int(_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
     except (ImportError, AttributeError):

@@ -36,17 +36,42 @@ from torch import nn
 from .. import __version__
 from ..errors import QnasError
 from ..nas.best import BestArch
-from ..nas.evaluator import epoch_loader, has_batchnorm, recalibrate_batchnorm, search_data
+from ..nas.evaluator import (
+    epoch_loader,
+    has_batchnorm,
+    recalibrate_batchnorm,
+    search_data,
+)
 from ..nas.search import WEIGHT_DATA
 from ..nas.supernet import read_supernet_checkpoint
 from ..predictors.kernels import MACS_RULE, decompose, macs_of
 from ..runtime.files import check_writable_folder, staged_folder, write_bytes_atomic
 from ..space import SearchSpace
-from .child import (CARD_NAME, FILE_NAMES, FORMATS, as_best, best_resolution, best_supernet,
-                    child_record)
-from .convert import (CHILD_ATOL, DEFAULT_OPSET, ONNX_INPUT, ONNX_OUTPUT, RUNTIME_ATOL,
-                      RUNTIME_RTOL, VERIFY_BATCHES, check_close, check_opset, load_torchscript,
-                      onnx_bytes, onnx_session, torchscript_bytes, verify_inputs)
+from .child import (
+    CARD_NAME,
+    FILE_NAMES,
+    FORMATS,
+    as_best,
+    best_resolution,
+    best_supernet,
+    child_record,
+)
+from .convert import (
+    CHILD_ATOL,
+    DEFAULT_OPSET,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    RUNTIME_ATOL,
+    RUNTIME_RTOL,
+    VERIFY_BATCHES,
+    check_close,
+    check_opset,
+    load_torchscript,
+    onnx_bytes,
+    onnx_session,
+    torchscript_bytes,
+    verify_inputs,
+)
 
 
 @dataclass

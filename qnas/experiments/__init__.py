@@ -10,8 +10,15 @@ Table IV); :mod:`.pareto` sweeps several budgets from a shared warm-up; :mod:`.r
 the results files and rows; :mod:`.report` writes ``report.md`` (:mod:`.run_report` for search
 runs, :mod:`.table_reports` for the tables, :mod:`.markdown`, :mod:`.plots` on Agg).
 """
-from .config import (KINDS, Experiment, Target, experiment_from_dict, find_experiment,
-                     list_experiments, load_experiment)
+from .config import (
+                     KINDS,
+                     Experiment,
+                     Target,
+                     experiment_from_dict,
+                     find_experiment,
+                     list_experiments,
+                     load_experiment,
+)
 from .pareto import pareto_search
 from .report import write_report
 from .results import pareto_front, read_manifest

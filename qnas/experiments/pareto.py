@@ -23,7 +23,14 @@ from ..runtime import distributed
 from ..runtime.files import write_csv_atomic, write_json_atomic
 from .provenance import provenance
 from .report import write_report
-from .results import PARETO_CSV, PARETO_FORMAT, PARETO_JSON, PARETO_PNG, REPORT, pareto_table
+from .results import (
+    PARETO_CSV,
+    PARETO_FORMAT,
+    PARETO_JSON,
+    PARETO_PNG,
+    REPORT,
+    pareto_table,
+)
 from .run_report import plot_pareto_folder
 
 

@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from .. import __version__
+from ..predictors.measured import cpu_model
+from ..runtime.threads import resolve_threads
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -43,11 +47,6 @@ def git_commit(root: str | Path | None = None) -> dict | None:
 def machine_facts() -> dict:
     """CPU model, cores (all / usable by this process), memory, OS, Python, torch and its
     thread counts, GPU (if any)."""
-    import torch
-
-    from ..runtime.threads import resolve_threads as training_threads
-    from ..predictors.measured import cpu_model
-
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -67,7 +66,7 @@ def machine_facts() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "training_threads": training_threads(),
+        "training_threads": resolve_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return facts

@@ -11,10 +11,10 @@ from typing import Sequence
 
 import pandas as pd
 
+from ..deploy import count_macs
 from ..errors import QnasError
 from ..models.ops import without_identity
 from ..nas.best import load_best
-from ..deploy import count_macs
 
 MANIFEST = "experiment.json"          # an experiment's provenance and status
 MANIFEST_FORMAT = "qnas.experiment"

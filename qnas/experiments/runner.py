@@ -43,16 +43,32 @@ from ..nas.latency import predict_everywhere
 from ..nas.sweep import SweepTarget, sweep
 from ..predictors import get
 from ..runtime.checkpoints import CheckpointStore, checksum_path
-from ..runtime.files import check_writable_folder, write_csv_atomic, write_json_atomic, \
-    write_text_atomic
+from ..runtime.files import (
+    check_writable_folder,
+    write_csv_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ..space import load_space
 from ..train.retraining import SUMMARY, retrain
-from .config import AblationSettings, BlocksSettings, Experiment, NasSettings, load_experiment
+from .config import (
+    AblationSettings,
+    BlocksSettings,
+    Experiment,
+    NasSettings,
+    load_experiment,
+)
 from .provenance import provenance
 from .report import write_report
-from .results import (BLOCKS_CSV, EFFECTIVE_YAML, MANIFEST, MANIFEST_FORMAT, RESULTS,
-                      evaluate_best, read_manifest)
-
+from .results import (
+    BLOCKS_CSV,
+    EFFECTIVE_YAML,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    RESULTS,
+    evaluate_best,
+    read_manifest,
+)
 
 
 def default_out(experiment: Experiment) -> Path:

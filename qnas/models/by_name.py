@@ -17,7 +17,7 @@ TORCHVISION_PREFIXES = ("torchvision.models.", "torchvision/", "tv/")
 
 
 def _torchvision_names() -> list[str]:
-    import torchvision   # heavy, and only for names that are not qnas/timm ones
+    import torchvision  # heavy, and only for names that are not qnas/timm ones
 
     return sorted(torchvision.models.list_models(module=torchvision.models))
 

@@ -30,6 +30,7 @@ from ..nn.blocks import LN_EPS, build_block, is_kw_kind
 from ..nn.kernelwarehouse import KWManager, KWPlan
 from .ops import HOR_ORDERS, IDENTITY, parse_op
 
+
 class QuadraNet(nn.Module):
     """QuadraNet backbone + classifier.
 

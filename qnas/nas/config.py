@@ -131,7 +131,7 @@ class SearchConfig:
             budgets = parse_budgets(self.latency)
             self.latency = budgets[0] if len(budgets) == 1 else budgets
         if self.device is not None:
-            from ..predictors.devices import device_info     # devices.yaml, read once
+            from ..predictors.devices import device_info  # devices.yaml, read once
 
             self.device = device_info(self.device).name
         check_int(self.epochs, "epochs", 0)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data import load_dataset, make_loader, split_dataset
+from ..runtime import distributed as dist
 
 
 @dataclass
@@ -68,12 +69,8 @@ def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, strea
     of step i together are exactly the single-process batch i of ``batch_size × world`` images;
     evaluation loaders (``shuffle=False``) shard without padding.
     """
-    from torch.utils.data import DistributedSampler
-
-    from ..runtime import distributed
-
-    rank = distributed.rank() if rank is None else rank
-    world = distributed.world_size() if world is None else world
+    rank = dist.rank() if rank is None else rank
+    world = dist.world_size() if world is None else world
     order_seed = loader_seed(seed, epoch, stream)
     if not shuffle:
         return make_loader(dataset, batch_size, shuffle=False, seed=order_seed,
@@ -99,8 +96,6 @@ def evaluate_top1(model: nn.Module, loader: DataLoader, distributed: bool = Fals
         total += len(labels)
     model.train(was_training)
     if distributed:
-        from ..runtime import distributed as dist
-
         correct, total = dist.all_reduce_sum([correct, total])
     return 100.0 * correct / max(total, 1)
 

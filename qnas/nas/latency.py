@@ -17,10 +17,11 @@ from typing import Sequence
 import torch
 
 from ..errors import QnasError
+from ..predictors.devices import list_devices
+from ..predictors.lut import build_lut
+from ..predictors.registry import get
 from ..units import format_ms
 from .config import check_loss
-
-
 
 # --- the table view the search uses ---------------------------------------------------------
 
@@ -171,8 +172,6 @@ def entropy(alpha: torch.Tensor, mask: torch.Tensor) -> float:
 
 def latency_table(space, predictor, cache_dir=None) -> TableView:
     """The space's latency table on ``predictor``'s device at the space's deployment shape."""
-    from ..predictors.lut import build_lut
-
     lut = build_lut(space, predictor, input_shape=space.input_shape, cache_dir=cache_dir)
     if list(lut.candidates) != list(space.candidates):
         raise QnasError(f"latency table candidates {lut.candidates} differ from the space's "
@@ -217,8 +216,6 @@ def predict_everywhere(module, input_shape, skip: str | None = None,
                        devices: Sequence[str] | None = None) -> dict:
     """``{device: {latency_ms, source, version, known_error}}`` for ``devices`` (default: every
     device usable here; host-cuda only with a GPU); a device that fails gets ``{error}``."""
-    from ..predictors import get, list_devices
-
     out = {}
     for device in (list_devices() if devices is None else devices):
         if device == skip:

@@ -36,15 +36,35 @@ from ..runtime.loop import ResumableRun, open_run_folder
 from ..runtime.threads import TRAINING, torch_threads
 from ..space import SearchSpace, load_space
 from ..units import format_ms
-from .best import FILE_NAME as BEST, BestRecord
+from .best import FILE_NAME as BEST
+from .best import BestRecord
 from .config import SearchConfig
 from .derive import Derived, argmax_choice, derive_architecture
-from .evaluator import (SearchData, epoch_loader, evaluate_top1, has_batchnorm,
-                        recalibrate_batchnorm, search_data)
-from .latency import (LatencyLoss, TableView, check_budgets, describe_range, entropy,
-                      expected_latency_ms, latency_table, predict_everywhere)
+from .evaluator import (
+    SearchData,
+    epoch_loader,
+    evaluate_top1,
+    has_batchnorm,
+    recalibrate_batchnorm,
+    search_data,
+)
+from .latency import (
+    LatencyLoss,
+    TableView,
+    check_budgets,
+    describe_range,
+    entropy,
+    expected_latency_ms,
+    latency_table,
+    predict_everywhere,
+)
 from .proxyless import ProxylessStrategy
-from .supernet import SEARCH_CHECKPOINT_FORMAT, SUPERNET_FORMAT, Supernet, load_supernet_weights
+from .supernet import (
+    SEARCH_CHECKPOINT_FORMAT,
+    SUPERNET_FORMAT,
+    Supernet,
+    load_supernet_weights,
+)
 
 LOG = "search_log.csv"
 ALPHA_LOG = "alpha_history.json"      # softmax(α) per layer after every epoch (for reports)

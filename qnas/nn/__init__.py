@@ -1,10 +1,32 @@
 """Building blocks: the quadratic neuron (QuadraConv2d, QuadraLinear), the blocks and
 KernelWarehouse convolutions (KWConv2d)."""
-from .blocks import (BLOCKS, ChannelMlp, ConvBlock, GnConv, HorBlock, KWChannelMlp, MetaBlock,
-                     QuadraBlock, QuadraBlockKW, SkipBlock, SwinBlock, WindowAttention,
-                     build_block, is_kw_kind)
-from .kernelwarehouse import (KWAttention, KWConv2d, KWManager, KWPlan, KernelAssembly,
-                              kw_layers, kw_temperature, plan_warehouse, set_kw_temperature)
+from .blocks import (
+                     BLOCKS,
+                     ChannelMlp,
+                     ConvBlock,
+                     GnConv,
+                     HorBlock,
+                     KWChannelMlp,
+                     MetaBlock,
+                     QuadraBlock,
+                     QuadraBlockKW,
+                     SkipBlock,
+                     SwinBlock,
+                     WindowAttention,
+                     build_block,
+                     is_kw_kind,
+)
+from .kernelwarehouse import (
+                     KernelAssembly,
+                     KWAttention,
+                     KWConv2d,
+                     KWManager,
+                     KWPlan,
+                     kw_layers,
+                     kw_temperature,
+                     plan_warehouse,
+                     set_kw_temperature,
+)
 from .mbconv import MBConv
 from .quadra import QuadraConv2d, QuadraLinear
 

@@ -20,9 +20,9 @@ from timm.layers import DropPath, LayerNorm2d, LayerScale2d, trunc_normal_
 from torch import nn
 
 from .common import check_kernel_size, check_positive
-from .quadra import QuadraConv2d
 from .kernelwarehouse import KWConv2d, KWManager, KWPlan
 from .mbconv import MBConv
+from .quadra import QuadraConv2d
 
 LN_EPS = 1e-6
 

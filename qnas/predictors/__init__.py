@@ -10,10 +10,10 @@ nn-Meter where its predictor files are installed, and measurements on this host.
 lookup table is built by :func:`build_lut`.
 """
 from .base import SOURCES, Kernel, Prediction, Predictor
+from .devices import DeviceInfo, device_info, device_table, list_devices
 from .kernels import decompose, parse_input_shape
 from .lut import LatencyTable, build_lut
 from .profile import ProfilePredictor
-from .devices import DeviceInfo, device_info, device_table, list_devices
 from .registry import describe_devices, get
 
 __all__ = [

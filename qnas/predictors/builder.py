@@ -50,17 +50,32 @@ import torch
 import yaml
 
 from ..errors import QnasError
-from ..runtime.files import (staged_folder, write_bytes_atomic, write_json_atomic,
-                             write_text_atomic)
+from ..runtime.files import (
+    staged_folder,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from ..runtime.threads import MEASURING, resolve_threads
 from ..space import load_space
-from .kernel_samples import (HOST_KERNELS, nnmeter_features, op_sample, sample_configs,
-                             space_prior, time_kernel)
+from .kernel_samples import (
+    HOST_KERNELS,
+    nnmeter_features,
+    op_sample,
+    sample_configs,
+    space_prior,
+    time_kernel,
+)
 from .kernels import decompose
 from .measured import HOST_DEVICES, time_callable, time_module, torch_device
 from .nnmeter_backend import predict_parts_with
-from .nnmeter_files import (HOST_PREDICTOR_NAMES, data_folder, host_fingerprint, import_nn_meter,
-                            register_predictor)
+from .nnmeter_files import (
+    HOST_PREDICTOR_NAMES,
+    data_folder,
+    host_fingerprint,
+    import_nn_meter,
+    register_predictor,
+)
 from .op_costs import COST_TERMS, EXTRA_OPS, HostOpCosts, design_row
 
 PREDICTOR_VERSION = 1.0
@@ -256,7 +271,7 @@ def build_host_predictor(device: str = "host-cpu", samples: int = 100, out: str 
 
 def _holdout_error(x: np.ndarray, y: np.ndarray, n_estimators: int, seed: int) -> float | None:
     """Median |relative error| of a forest trained on 80 % and tested on the other 20 %."""
-    from sklearn.ensemble import RandomForestRegressor   # heavy: only while building
+    from sklearn.ensemble import RandomForestRegressor  # heavy: only while building
 
     if len(y) < 10:
         return None

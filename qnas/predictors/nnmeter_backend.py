@@ -39,8 +39,14 @@ from ..errors import QnasError
 from .base import Kernel, Prediction
 from .kernels import decompose, parse_input_shape
 from .measured import module_signature
-from .nnmeter_files import (HOST_PREDICTOR_NAMES, import_nn_meter, missing_message,
-                            nnmeter_files, nnmeter_version, user_config_folder)
+from .nnmeter_files import (
+    HOST_PREDICTOR_NAMES,
+    import_nn_meter,
+    missing_message,
+    nnmeter_files,
+    nnmeter_version,
+    user_config_folder,
+)
 from .op_costs import HostOpCosts
 
 ONNX_OPSET = 20

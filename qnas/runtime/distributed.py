@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import QnasError
 
@@ -136,8 +137,6 @@ def wrap(module: torch.nn.Module, find_unused_parameters: bool = False) -> torch
     parameters get no gradient (on every rank alike)."""
     if world_size() <= 1:
         return module
-    from torch.nn.parallel import DistributedDataParallel
-
     where = next(module.parameters()).device
     return DistributedDataParallel(module, find_unused_parameters=find_unused_parameters,
                                    device_ids=[where] if where.type == "cuda" else None)

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from tqdm.auto import tqdm
+
 from .. import __version__
 from ..errors import Interrupted, QnasError
 from . import distributed
@@ -156,8 +158,6 @@ class ResumableRun:
     def run(self, stop_after_epochs: int | None = None, progress: bool = False) -> bool:
         """Run epochs until done (True) or until ``stop_after_epochs`` ran in this call
         (False). SIGINT/SIGTERM save a checkpoint and raise :class:`Interrupted`."""
-        from tqdm.auto import tqdm
-
         if stop_after_epochs is not None:
             if isinstance(stop_after_epochs, bool) or not isinstance(stop_after_epochs, int) \
                     or stop_after_epochs < 1:

@@ -27,12 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import torch
 import yaml
 from torch import nn
 
 from ..errors import QnasError
+from ..models.mbconvnet import MBConvNet
 from ..models.ops import IDENTITY, is_identity, parse_op
 from ..models.quadranet import QuadraNet
+from ..nn.blocks import QuadraBlockKW, build_block, is_kw_kind
+from ..nn.kernelwarehouse import KWManager, plan_warehouse
+from ..nn.mbconv import MBConv
 from ..resources import data_dir
 
 SPACE_SCHEMA_KEYS = {"name", "description", "macro", "width", "depths", "candidates",
@@ -125,8 +130,6 @@ class SearchSpace:
 
     def allowed_mask(self):
         """torch.bool [layers × candidates]: True where candidate k is allowed at layer l."""
-        import torch
-
         return torch.tensor([[op in slot.ops for op in self.candidates] for slot in self.layers],
                             dtype=torch.bool)
 
@@ -171,8 +174,6 @@ class SearchSpace:
     @property
     def kw_candidates(self) -> list[str]:
         """The candidates that are KernelWarehouse QuadraBlocks (``k3e2kw``, …)."""
-        from ..nn.blocks import is_kw_kind
-
         return [op for op in self.candidates if is_kw_kind(parse_op(op)[0])]
 
     def kw_plan(self) -> dict:
@@ -183,9 +184,6 @@ class SearchSpace:
         The supernet and every child (whatever its ops) size their warehouses by this plan, so
         the supernet's warehouse weights load into the child strictly. Empty: no kw candidates.
         """
-        from ..nn.blocks import QuadraBlockKW
-        from ..nn.kernelwarehouse import plan_warehouse
-
         kw_ops = self.kw_candidates
         if not kw_ops:
             return {}
@@ -197,8 +195,6 @@ class SearchSpace:
     def kw_manager(self):
         """A fresh :class:`qnas.nn.KWManager` planned by :meth:`kw_plan` (None: no kw
         candidates). Its warehouses are named ``stage<s>``, as :class:`QuadraNet` names them."""
-        from ..nn.kernelwarehouse import KWManager
-
         plans = self.kw_plan()
         if not plans:
             return None
@@ -218,10 +214,6 @@ class SearchSpace:
         For the ``mbconv`` macro this is a stride-1 MBConv ``dim → dim``; use
         :meth:`build_layer_op` for a layer's true input width and stride.
         """
-        from ..nn.blocks import build_block
-
-        from ..nn.blocks import is_kw_kind
-
         kind, kwargs = parse_op(op)
         if kind == IDENTITY:
             return build_block(kind, dim)
@@ -245,8 +237,6 @@ class SearchSpace:
             raise QnasError(f"op {op!r} is not allowed at layer {slot.index} ({slot.name}) of "
                             f"space '{self.name}'; allowed: {', '.join(slot.ops)}")
         if self.macro == "mbconv":
-            from ..nn.mbconv import MBConv
-
             kind, kwargs = parse_op(op)
             if kind == IDENTITY:
                 return nn.Identity()
@@ -295,8 +285,6 @@ class SearchSpace:
         if not keep_identity:
             stages = [[op for op in stage if not is_identity(op)] for stage in stages]
         if self.macro == "mbconv":
-            from ..models.mbconvnet import MBConvNet
-
             if drop_path_rate:
                 raise QnasError("the mbconv macro has no drop-path; use drop_path_rate=0")
             return MBConvNet(stages, self.widths, self.strides, num_classes=num_classes,
