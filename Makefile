@@ -2,7 +2,8 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch/torchvision come from this machine's local wheel store (see ../shared/DESIGN.md §4)
+# torch/torchvision pinned to the versions the project is tested with (a CUDA build that also
+# runs on CPU); pip finds them in a local wheel store where the machine has one
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.qnas-installed
 

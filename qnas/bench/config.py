@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 
 from ..errors import QnasError
 from ..runtime.threads import BENCHMARK, resolve_threads
-from ..settings import setting
+from ..settings import check_int, setting
 
 BLOCK_KINDS = ("quadra", "quadra-me", "hor", "conv", "swin", "skip")
 REFERENCE_KIND = "quadra"
@@ -62,6 +62,28 @@ class BlockBenchConfig:
             raise QnasError(f"kernel-size must be odd so blocks keep their map size, got "
                             f"{self.kernel_size} (use e.g. 3, 5 or 7)")
         self.device = check_device(self.device)
+
+
+@dataclass
+class SupernetBenchConfig:
+    """``qnas bench supernet``: the supernet's weight and arch steps against the same child's."""
+
+    space: str = setting("quadranet", help="Search space: a name or a YAML path.")
+    batch_size: int = setting(64, help="Batch size of every step.")
+    resolution: int = setting(32, help="Input resolution.")
+    num_classes: int = setting(10, help="Classifier width.", cli=False)
+    rounds: int = setting(10, help="Timed rounds (each runs the three steps once; medians).")
+    warmup: int = setting(2, help="Untimed rounds first.")
+    seed: int = setting(0, help="Seed of the child, the weights and the inputs.")
+    threads: int | None = setting(None, shown="every core this process may use",
+                                  help="torch intra-op threads.")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "resolution", "num_classes", "rounds"):
+            check_int(getattr(self, name), name, 1)
+        check_int(self.warmup, "warmup", 0)
+        if self.threads is not None:
+            check_int(self.threads, "threads", 1)
 
 
 def parse_kinds(kinds: str | Iterable[str]) -> list[str]:

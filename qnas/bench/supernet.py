@@ -13,7 +13,6 @@ for backward (parameters excluded; goal for the weight step ≤ 1.2× the child'
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd
@@ -25,21 +24,10 @@ from ..nas.proxyless import ProxylessStrategy, no_weight_grads
 from ..nas.supernet import Supernet
 from ..runtime.threads import BENCHMARK, torch_threads
 from ..space import load_space
+from .config import SupernetBenchConfig
 from .measure import saved_bytes, time_round_robin
 
 WEIGHT_GOAL, ARCH_GOAL, MEMORY_GOAL = 1.15, 2.3, 1.2
-
-
-@dataclass
-class SupernetBenchConfig:
-    space: str = "quadranet"
-    batch_size: int = 64
-    resolution: int = 32
-    num_classes: int = 10
-    rounds: int = 10
-    warmup: int = 2
-    seed: int = 0
-    threads: int | None = None     # default: every core this process may use (qnas.runtime.threads)
 
 
 def sample_architecture(space, seed: int) -> list[str]:

@@ -8,9 +8,9 @@ import time
 
 import click
 
-from ..bench.config import BlockBenchConfig
+from ..bench.config import BlockBenchConfig, SupernetBenchConfig
 from . import cli
-from .options import config_options, parse_shape, print_config_and_exit, resolve_config
+from .options import config_options, parse_shape, resolve_config
 
 
 @cli.group("bench")
@@ -30,10 +30,7 @@ Examples:
               help="Also run part 2: QuadraConv2d against three separate depthwise convs.")
 def blocks_command(out, quadraconv, **options) -> None:
     """Table II of the QuadraNet paper: 24-layer stacks of each block kind, side by side."""
-    print_config = options.get("print_config")
     config = resolve_config(BlockBenchConfig, options)
-    if print_config:
-        print_config_and_exit(config)
     import pandas as pd
 
     from ..bench import blocks
@@ -64,24 +61,13 @@ def blocks_command(out, quadraconv, **options) -> None:
 
 
 @bench.command("supernet")
-@click.option("--space", default="quadranet", show_default=True)
-@click.option("--batch-size", default=64, show_default=True, type=int)
-@click.option("--resolution", default=32, show_default=True, type=int)
-@click.option("--rounds", default=10, show_default=True, type=int,
-              help="Timed rounds (each runs the three steps once; medians).")
-@click.option("--warmup", default=2, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", default=None, type=int,
-              help="torch intra-op threads  [default: every core this process may use]")
-def bench_supernet_command(space, batch_size, resolution, rounds, warmup, seed, threads) -> None:
+@config_options(SupernetBenchConfig)
+def bench_supernet_command(**options) -> None:
     """Step time and saved activations: supernet weight/arch step vs the same child's step."""
-    from ..bench.supernet import SupernetBenchConfig, bench_supernet
+    config = resolve_config(SupernetBenchConfig, options)
+    from ..bench.supernet import bench_supernet
 
-    if rounds < 1 or batch_size < 1:
-        raise click.BadParameter("--rounds and --batch-size must be ≥ 1")
-    table = bench_supernet(SupernetBenchConfig(space=space, batch_size=batch_size,
-                                               resolution=resolution, rounds=rounds,
-                                               warmup=warmup, seed=seed, threads=threads))
+    table = bench_supernet(config)
     attrs = table.attrs
     click.echo(f"space {attrs['space']}, batch {attrs['batch_size']}, "
                f"{attrs['resolution']}x{attrs['resolution']}, {attrs['threads']} threads, "

@@ -93,13 +93,15 @@ def config_options(cls, exclude: tuple[str, ...] = ()):
     return decorate
 
 
-def resolve_config(cls, params: dict, fixed: dict | None = None, exclude: tuple = ()):
+def resolve_config(cls, params: dict, fixed: dict | None = None, exclude: tuple = (),
+                   finish=None):
     """The config a command runs with: ``cls``'s defaults ← ``--config`` file ← options given
-    on the command line ← ``fixed``. ``params`` are the command's keyword arguments; the
-    config-related ones are removed from it."""
+    on the command line ← ``fixed``, then ``finish(config)`` if given. ``params`` are the
+    command's keyword arguments (the config-related ones are removed from it). With
+    ``--print-config`` the config is printed as JSON and the command ends here."""
     context = click.get_current_context()
     config_file = params.pop("config_file", None)
-    params.pop("print_config", None)
+    print_config = params.pop("print_config", False)
     data = to_dict(read_config(cls, config_file)) if config_file else {}
     hints = typing.get_type_hints(cls)
     nested = {f.name: hints[f.name] for f in dataclasses.fields(cls)
@@ -117,12 +119,13 @@ def resolve_config(cls, params: dict, fixed: dict | None = None, exclude: tuple 
             parent = next(name for name, kind in nested.items() if kind is owner)
             data.setdefault(parent, {})[f.name] = value
     data.update(fixed or {})
-    return from_dict(cls, data, f"--config {config_file}" if config_file else None)
-
-
-def print_config_and_exit(config) -> None:
-    click.echo(json.dumps(to_dict(config), indent=2))
-    raise click.exceptions.Exit(0)
+    config = from_dict(cls, data, f"--config {config_file}" if config_file else None)
+    if finish is not None:
+        config = finish(config)
+    if print_config:
+        click.echo(json.dumps(to_dict(config), indent=2))
+        raise click.exceptions.Exit(0)
+    return config
 
 
 def run_options(function=None, *, out_default: str = "runs/<space>-<device>-<budget>-s<seed>"):

@@ -6,7 +6,7 @@ import click
 
 from ..train.config import RetrainConfig
 from . import cli
-from .options import config_options, print_config_and_exit, resolve_config, run_options
+from .options import config_options, resolve_config, run_options
 
 
 @cli.command("retrain", epilog="""\b
@@ -20,10 +20,7 @@ Examples:
 def retrain_command(best_json, out, resume, stop_after, quiet, **options) -> None:
     """Train the child of BEST_JSON (from 'qnas search') with the paper's recipe; report its
     validation top-1 and write last-<step>.pt, best.pt, retrain_log.csv and retrain.json."""
-    print_config = options.get("print_config")
     config = resolve_config(RetrainConfig, options)
-    if print_config:
-        print_config_and_exit(config)
     from tqdm.auto import tqdm
 
     from ..runtime.distributed import is_main

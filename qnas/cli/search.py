@@ -6,7 +6,7 @@ import click
 
 from ..nas.config import SearchConfig
 from . import cli
-from .options import config_options, print_config_and_exit, resolve_config, run_options
+from .options import config_options, resolve_config, run_options
 
 
 @cli.command("search", epilog="""\b
@@ -19,10 +19,7 @@ Examples:
 @run_options
 def search_command(out, resume, stop_after, quiet, **options) -> None:
     """Search the best architecture within a latency budget on a device; writes best.json."""
-    print_config = options.get("print_config")
     config = resolve_config(SearchConfig, options)
-    if print_config:
-        print_config_and_exit(config)
     from tqdm.auto import tqdm
 
     from ..runtime.distributed import is_main
@@ -102,7 +99,6 @@ Examples:
 @click.option("--epochs", "legacy_epochs", default=None, type=int, hidden=True)
 def train_supernet_command(out, resume, stop_after, quiet, legacy_epochs, **options) -> None:
     """Warm up a supernet (no device, no α) and write supernet.pt for 'qnas search --supernet'."""
-    print_config = options.get("print_config")
     fixed = {}
     if legacy_epochs is not None:
         click.echo("note: 'qnas train-supernet --epochs' is deprecated; it is --warmup-epochs",
@@ -110,10 +106,8 @@ def train_supernet_command(out, resume, stop_after, quiet, legacy_epochs, **opti
         if options.get("warmup_epochs") is None:
             fixed["warmup_epochs"] = legacy_epochs
     config = resolve_config(SearchConfig, options, fixed,
-                            exclude=("device", "latency", "epochs", "supernet"))
-    config = config.warmup_only()
-    if print_config:
-        print_config_and_exit(config)
+                            exclude=("device", "latency", "epochs", "supernet"),
+                            finish=SearchConfig.warmup_only)
     from tqdm.auto import tqdm
 
     from ..nas.search import train_supernet
