@@ -64,7 +64,7 @@ def test_loss_forms_values():
     expected = torch.tensor(360.0, dtype=torch.float64)
     assert LatencyLoss("add-linear", 300.0)(ce, expected).item() == pytest.approx(0.8 + 0.1 * 0.2)
     assert LatencyLoss("mul-log", 300.0, beta=0.6)(ce, expected).item() == pytest.approx(
-        0.8 * (math.log(360) / math.log(300)) ** 0.6, rel=1e-6)
+        0.8 * (360 / 300) ** 0.6, rel=1e-6)
     hinge = LatencyLoss("hinge", 300.0, lam=0.5)
     assert hinge(ce, expected).item() == pytest.approx(0.8 + 0.5 * 0.2)
     assert hinge(ce, torch.tensor(250.0, dtype=torch.float64)).item() == pytest.approx(0.8)
@@ -84,9 +84,26 @@ def test_every_loss_form_pushes_alpha_toward_cheaper_ops_when_over_budget(form):
 def test_loss_refuses_bad_settings():
     with pytest.raises(QnasError, match="add-linear, mul-log, hinge"):
         LatencyLoss("square", 300.0)
-    with pytest.raises(QnasError, match="above 1 ms"):
-        LatencyLoss("mul-log", 0.5)
-    LatencyLoss("hinge", 0.5)   # other forms take sub-millisecond budgets
+    with pytest.raises(QnasError, match="must be positive"):
+        LatencyLoss("mul-log", 0.0)
+    LatencyLoss("hinge", 0.5)   # every form takes sub-millisecond budgets
+
+
+@pytest.mark.parametrize("target", [3.0, 0.5])
+def test_mul_log_is_finite_and_monotone_for_any_budget(target):
+    """GPU budgets: children of 0.06–4 ms; E[LAT] far below 1 ms and far below the budget."""
+    loss = LatencyLoss("mul-log", target, beta=0.6)
+    ce = torch.tensor(0.7, dtype=torch.float64)
+    values = []
+    for expected_ms in (0.01, 0.06, 0.5, 0.999, 1.0, 1.001, 3.0, 40.0):
+        expected = torch.tensor(expected_ms, dtype=torch.float64, requires_grad=True)
+        value = loss(ce, expected)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(expected.grad), expected_ms
+        assert expected.grad > 0                       # more latency, more loss, everywhere
+        values.append(value.item())
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert loss(ce, torch.tensor(target, dtype=torch.float64)).item() == pytest.approx(0.7)
 
 
 def test_entropy_is_log_k_when_uniform():

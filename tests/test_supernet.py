@@ -78,6 +78,23 @@ def test_arch_gradient_equals_the_explicit_formula():
     assert grad[outside].eq(0).all()
 
 
+def test_an_inactive_identity_path_leaves_no_graph_in_the_alpha_gradient():
+    net = toy_supernet()
+    strategy = ProxylessStrategy(net, seed=0)
+    images, labels = batch()
+    identity = net.space.candidates.index("identity")
+    pairs = torch.tensor([[0, identity]] * len(net.mixed_ops))     # identity inactive everywhere
+    images.requires_grad_(True)                                     # x carries a graph
+    net.train()
+    net.set_pairs(pairs)
+    net(images)
+    for _, _, other in net.records():
+        assert other.grad_fn is None and not other.requires_grad
+    net.clear_paths()
+    grad, _ = strategy.arch_gradient(images, labels, pairs)
+    assert grad.grad_fn is None and not grad.requires_grad
+
+
 def test_arch_gradient_adds_the_latency_term_through_autograd():
     net = toy_supernet()
     table = hand_table(torch.rand(4, 3, dtype=torch.float64) * 5, fixed_ms=1.0)

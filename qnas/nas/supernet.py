@@ -52,8 +52,8 @@ class MixedOp(nn.Module):
 
     def _forward_pair(self, x: torch.Tensor) -> torch.Tensor:
         active, other = self.pair
-        with torch.no_grad():
-            o_other = self.candidates[self.names[other]](x)
+        with torch.no_grad():       # (an identity returns x itself: detach it from x's graph)
+            o_other = self.candidates[self.names[other]](x).detach()
         y = self.candidates[self.names[active]](x)
         if y is x:                      # identity: give the layer output its own autograd node
             y = x.view_as(x)
