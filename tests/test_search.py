@@ -1,6 +1,7 @@
 """The search end to end on a tiny space: resume equivalence, best.json, the CLI's errors."""
 import json
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -226,3 +227,22 @@ def test_the_device_and_budget_are_normalised_once(workspace):
         several.budget_ms
     with pytest.raises(QnasError, match="needs a target device"):
         SearchConfig(latency="300ms")
+
+
+def test_an_mbconv_supernet_learns_in_a_short_warm_up(tmp_path):
+    """ProxylessNAS's MBConv space (BatchNorm, strided layers without shortcut): its supernet
+    must train like a network, not sit at chance (it did: loss 2.33 = ln 10 after 15 epochs)."""
+    import math
+
+    raw = {"name": "tiny_mb", "macro": "mbconv", "stem_width": 16, "first_block_width": 16,
+           "widths": [24, 32], "depths": [2, 2], "strides": [2, 2], "head_width": 64,
+           "candidates": ["k3e3", "k5e3", "k3e6", "zero"], "input_shape": [1, 3, 224, 224]}
+    space = tmp_path / "tiny_mb.yaml"
+    space.write_text(yaml.safe_dump(raw))
+    config = SearchConfig(space=str(space), data="digits", warmup_epochs=4, batch_size=32,
+                          seed=0, optim=OptimConfig(weight_lr=0.1))
+    train_supernet(config, out=tmp_path / "warm")
+    rows = pd.read_csv(tmp_path / "warm" / "search_log.csv")
+    # measured: loss 0.31 and 93.6% (shared candidates) against 1.62 and 50% (independent ones)
+    assert rows["train_loss"].iloc[-1] < 0.3 * math.log(10), rows.to_string()
+    assert rows["val_top1_argmax"].iloc[-1] > 80, rows.to_string()

@@ -4,6 +4,8 @@
                       upsampled to the training resolution and repeated to 3 channels.
 ``cifar10:PATH``      the standard CIFAR-10 python-pickle batches (data_batch_1..5, test_batch).
 ``imagefolder:PATH``  torchvision ImageFolder with PATH/train and PATH/val.
+``digit-pairs``       two bundled digits on a cluttered canvas, label (a + b) mod 10: the
+                      embedded benchmark on which architectures differ (:mod:`.pairs`).
 ``synthetic``         random class-dependent patterns (for tests).
 """
 from __future__ import annotations
@@ -18,8 +20,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import QnasError
+from .pairs import LABELS, digit_pairs
 
-DATASET_FORMS = "digits, synthetic, cifar10:PATH, imagefolder:PATH"
+DATASET_FORMS = "digit-pairs, digits, synthetic, cifar10:PATH, imagefolder:PATH"
 
 
 @dataclass
@@ -137,6 +140,14 @@ def load_dataset(spec: str = "digits", resolution: int = 32, seed: int = 0,
         return _digits(resolution, seed, val_fraction)
     if name == "synthetic" and not arg:
         return _synthetic(resolution, seed, val_fraction)
+    if name == "digit-pairs":
+        rule = arg.strip().lower() or "upper"
+        if rule not in LABELS:
+            raise QnasError(f"unknown digit-pairs label {rule!r}; use digit-pairs or "
+                            f"digit-pairs:{'|'.join(LABELS)}")
+        train, val = digit_pairs(resolution, seed, rule)
+        return DatasetSplits("digit-pairs" + (f":{rule}" if rule != "upper" else ""), train, val,
+                             10, 3, resolution)
     if name in ("cifar10", "imagefolder"):
         if not arg:
             raise QnasError(f"--data {name} needs a path: {name}:PATH")
@@ -145,6 +156,17 @@ def load_dataset(spec: str = "digits", resolution: int = 32, seed: int = 0,
             raise QnasError(f"dataset path {path} does not exist or is not a folder")
         return _cifar10(path, resolution) if name == "cifar10" else _imagefolder(path, resolution)
     raise QnasError(f"unknown dataset {spec!r}; use one of: {DATASET_FORMS}")
+
+
+def epoch_view(dataset: Dataset, epoch: int) -> Dataset:
+    """What ``dataset`` holds in ``epoch``: a procedural training split (one with
+    ``for_epoch``, e.g. digit-pairs) draws fresh samples each epoch, also through a
+    :class:`Subset`; every other dataset is the same in every epoch."""
+    if isinstance(dataset, Subset) and hasattr(dataset.dataset, "for_epoch"):
+        return Subset(dataset.dataset.for_epoch(epoch), dataset.indices)
+    if hasattr(dataset, "for_epoch"):
+        return dataset.for_epoch(epoch)
+    return dataset
 
 
 def split_dataset(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..data import load_dataset, make_loader, split_dataset
+from ..data import epoch_view, load_dataset, make_loader, split_dataset
 from ..runtime import distributed as dist
 
 
@@ -69,6 +69,7 @@ def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, strea
     of step i together are exactly the single-process batch i of ``batch_size × world`` images;
     evaluation loaders (``shuffle=False``) shard without padding.
     """
+    dataset = epoch_view(dataset, epoch)
     rank = dist.rank() if rank is None else rank
     world = dist.world_size() if world is None else world
     order_seed = loader_seed(seed, epoch, stream)

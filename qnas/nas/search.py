@@ -147,6 +147,7 @@ class SearchRun(ResumableRun):
             raise QnasError(f"the weight split of {self.data.name} has fewer images per process "
                             f"than one batch ({c.batch_size}); use a smaller --batch-size")
         self.kw_layers = list(kw_layers(self.supernet))   # τ decays over the warm-up
+        self.has_batchnorm = has_batchnorm(self.supernet)
         self.weight_steps = self.arch_steps = 0
         self.arch_in_epoch = 0              # arch batches used in the current epoch
         self.alpha_history: list[list[list[float]]] = []
@@ -273,9 +274,16 @@ class SearchRun(ResumableRun):
         return out
 
     def validate_argmax(self) -> float:
+        """Validation top-1 of the current arg-max child with the supernet's weights (its
+        BatchNorm statistics re-estimated for that child, as the derived child's are)."""
         net = self.supernet
-        net.set_paths(argmax_choice(net.alpha, net.mask))
+        choice = argmax_choice(net.alpha, net.mask)
         loader = epoch_loader(self.data.val, 256, self.config.seed, 0, VAL_DATA, shuffle=False)
+        if self.has_batchnorm:
+            child = net.child([self.space.candidates[k] for k in choice])
+            recalibrate_batchnorm(child, self._loader(0))
+            return evaluate_top1(child, loader, distributed=distributed.is_initialized())
+        net.set_paths(choice)
         top1 = evaluate_top1(net, loader, distributed=distributed.is_initialized())
         net.clear_paths()
         return top1

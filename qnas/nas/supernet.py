@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import QnasError
+from ..models.ops import IDENTITY, parse_op
+from ..nn.mbconv import MBConvView, SharedMBConv
 from ..runtime.checkpoints import load_verified
 from ..space import SearchSpace, load_space
 from .latency import masked_probs
@@ -34,11 +36,13 @@ from .latency import masked_probs
 class MixedOp(nn.Module):
     """One searchable layer: its allowed candidates (``candidates[op_name]``), one or two run."""
 
-    def __init__(self, index: int, names: Sequence[str], modules: dict[str, nn.Module]):
+    def __init__(self, index: int, names: Sequence[str], modules: dict[str, nn.Module],
+                 shared: SharedMBConv | None = None):
         super().__init__()
         self.index = index
         self.names = list(names)                 # the space's candidates, by α column
         self.candidates = nn.ModuleDict(modules)  # only the allowed ones
+        self.shared = shared                     # the MBConv candidates' one set of weights
         self.path: int | None = None
         self.pair: tuple[int, int] | None = None  # (active, other)
         self.record: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -93,10 +97,15 @@ class Supernet(nn.Module):
         kw = space.kw_manager()
         mixed = []
         for slot in space.layers:
-            op = MixedOp(slot.index, space.candidates,
-                         {name: space.build_layer_op(slot, name, kw=kw, **block_kwargs)
-                          for name in slot.ops})
+            if space.macro == "mbconv":          # one set of weights per layer (see SharedMBConv)
+                op = MixedOp(slot.index, space.candidates, *shared_mbconv_candidates(space, slot))
+            else:
+                op = MixedOp(slot.index, space.candidates,
+                             {name: space.build_layer_op(slot, name, kw=kw, **block_kwargs)
+                              for name in slot.ops})
             op.apply(type(self.net)._init_weights)
+            if op.shared is not None:
+                op.shared.zero_init_last()
             self.net.stages[slot.stage][slot.position] = op
             mixed.append(op)
         if kw is not None:
@@ -178,10 +187,18 @@ class Supernet(nn.Module):
                     continue        # a stage warehouse the child does not use (no kw op there)
                 state[name] = value
                 continue
+            if parts[3] == "shared":           # the shared MBConv weights: sliced below
+                continue
             # stages.<s>.<p>.candidates.<op>.<rest>
             op, rest = parts[4], ".".join(parts[5:])
             if op == ops[layer] and paths[layer] is not None:
                 state[f"{paths[layer]}.{rest}"] = value
+        for mixed, op, path in zip(self._mixed, ops, paths):
+            if mixed.shared is not None and path is not None:
+                view = mixed.candidates[op]
+                state.update({f"{path}.{key}": value for key, value in
+                              mixed.shared.candidate_state(view.kernel_size,
+                                                           view.expansion).items()})
         return state
 
     def child(self, ops: Sequence[str], keep_identity: bool = False) -> nn.Module:
@@ -190,6 +207,19 @@ class Supernet(nn.Module):
                                        keep_identity=keep_identity)
         child.load_state_dict(self.child_state_dict(ops, keep_identity), strict=True)
         return child.to(self.alpha.device)
+
+
+def shared_mbconv_candidates(space: SearchSpace, slot) -> tuple[dict[str, nn.Module],
+                                                                 SharedMBConv]:
+    """The candidates of an mbconv-macro layer: views of ONE :class:`SharedMBConv` (and the
+    identity where it is allowed)."""
+    parsed = {name: parse_op(name) for name in slot.ops}
+    blocks = {name: kwargs for name, (kind, kwargs) in parsed.items() if kind != IDENTITY}
+    shared = SharedMBConv(slot.in_dim, slot.dim, [kw["kernel_size"] for kw in blocks.values()],
+                          [kw["expansion"] for kw in blocks.values()], slot.stride)
+    modules = {name: (MBConvView(shared, blocks[name]["kernel_size"], blocks[name]["expansion"])
+                      if name in blocks else nn.Identity()) for name in slot.ops}
+    return modules, shared
 
 
 # --- supernet checkpoints ---------------------------------------------------------------------
