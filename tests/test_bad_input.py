@@ -32,7 +32,7 @@ CASES = [
      "does not exist"),
     ("search: unknown dataset",
      ["search", "--device", "cortexA76", "--latency", "300ms", "--data", "mnist"],
-     "use one of: digits, synthetic"),
+     "use one of: digit-pairs, digits, synthetic"),
     ("search: output is a file",
      ["search", "--device", "cortexA76", "--latency", "1.2ms", "--space", "{space}",
       "--data", "synthetic", "--out", "{file}"], "is a file"),

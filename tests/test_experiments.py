@@ -349,3 +349,27 @@ def test_resume_continues_an_interrupted_training(workspace, tmp_path, monkeypat
     run_experiment(path, out=out, resume=True)
     log = pd.read_csv(out / "runs" / "k3-s0" / "retrain" / "retrain_log.csv")
     assert list(log["epoch"]) == [1, 2]
+
+
+SVR = {"kind": "search_vs_random", "name": "svr", "data": "synthetic", "resolution": 32,
+       "space": "tinyq.yaml", "target": {"device": "cortexA76", "latency": "1.5ms"},
+       "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 32},
+       "random_children": 3, "band": 0.5, "retrain": {"epochs": 1, "batch_size": 32},
+       "seeds": [0, 1]}
+
+
+def test_search_vs_random_shrunken(workspace):
+    path = _write(workspace, "svr.yaml", SVR)
+    out = run_experiment(path, out=workspace / "svr")
+    results = pd.read_csv(out / "results.csv")
+    children = pd.read_csv(out / "children.csv")
+    assert sorted(set(children["group"])) == ["hand-designed", "random", "searched"]
+    assert len(children) == 5 and (children["seeds"] == 2).all()
+    assert len(results) == 10 and results["top1"].between(0, 100).all()
+    random = children[children["group"] == "random"]
+    assert random["latency_ms"].between(0.75, 1.5).all()          # [0.5 T, T]
+    assert len(set(results[results["group"] == "random"]["ops"])) == 3
+    assert children.set_index("group").loc["hand-designed", "latency_ms"] <= 1.5
+    text = (out / "report.md").read_text()
+    assert "Kendall τ" in text and "rank" in text and "![search vs random]" in text
+    assert (out / "search_vs_random.png").read_bytes()[:8] == PNG

@@ -246,3 +246,21 @@ def test_an_mbconv_supernet_learns_in_a_short_warm_up(tmp_path):
     # measured: loss 0.31 and 93.6% (shared candidates) against 1.62 and 50% (independent ones)
     assert rows["train_loss"].iloc[-1] < 0.3 * math.log(10), rows.to_string()
     assert rows["val_top1_argmax"].iloc[-1] > 80, rows.to_string()
+
+
+def test_a_useless_result_is_called_out_in_search_and_report(workspace, capsys):
+    """An all-identity child under a budget that admits only it: one warning line each in
+    best.json, qnas search's summary and qnas report."""
+    root, space = workspace
+    out = root / "useless"
+    main(["search", "--device", "cortexA76", "--latency", "0.43ms", "--space", str(space),
+          "--data", "synthetic", "--epochs", "1", "--warmup-epochs", "1", "--batch-size", "32",
+          "--out", str(out), "--threads", "1", "--quiet"])
+    printed = capsys.readouterr().out
+    best = json.loads((out / "best.json").read_text())
+    assert all(op == "identity" for op in best["ops"])
+    assert any("smallest of the space" in w for w in best["warnings"])
+    assert "warning: the derived child is the smallest of the space" in printed
+    main(["report", str(out)])
+    assert "warning: the derived child is the smallest of the space" in capsys.readouterr().out
+    assert "**Warning:** the derived child is the smallest" in (out / "report.md").read_text()

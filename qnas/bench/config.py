@@ -129,3 +129,28 @@ def check_device(device: str) -> str:
         if not torch.cuda.is_available():
             raise QnasError("CUDA is not available on this machine; use --device cpu")
     return device
+
+
+@dataclass
+class DataSpreadConfig:
+    """``qnas bench data-spread``: do a dataset's children differ? The smallest and the largest
+    child of a space, and two children of equal latency (one of large kernels and small
+    expansions, one the other way round), trained with ``qnas retrain``'s recipe."""
+
+    data: str = setting("digit-pairs", help="Dataset: digit-pairs, digits, cifar10:PATH, ….")
+    space: str = setting("quadranet", help="Search space: a name or a YAML path.")
+    device: str = setting("cortexA76", help="Device whose latency table defines 'equal "
+                                            "latency' and 'largest'.")
+    epochs: int = setting(10, help="Training epochs of every child (qnas retrain's default).")
+    seeds: int = setting(1, help="Trainings per child (seeds 0, 1, …); the table shows the "
+                                 "mean and the spread of the means.")
+    band: float = setting(0.02, help="Relative latency tolerance of the equal-latency pair.")
+    threads: int | None = setting(None, shown="all cores but one", help="torch intra-op threads.")
+
+    def __post_init__(self) -> None:
+        check_int(self.epochs, "epochs", 1)
+        check_int(self.seeds, "seeds", 1)
+        if not 0 < self.band < 0.5:
+            raise QnasError(f"band must be in (0, 0.5), got {self.band!r}")
+        if self.threads is not None:
+            check_int(self.threads, "threads", 1)

@@ -5,10 +5,11 @@ Other modules add their own subcommands to the ``bench`` group exported here.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
-from ..bench.config import BlockBenchConfig, SupernetBenchConfig
+from ..bench.config import BlockBenchConfig, DataSpreadConfig, SupernetBenchConfig
 from . import cli
 from .options import config_options, parse_shape, resolve_config
 
@@ -158,3 +159,32 @@ def profile_command(device, measure, space, batch, models, resolution, repeats, 
     click.echo(format_check(result))
     click.echo(f"wrote {path}")
     click.echo(f"wall time {time.perf_counter() - start:.1f} s")
+
+
+@bench.command("data-spread", epilog="""\b
+Examples:
+  qnas bench data-spread                       # digit-pairs, the default space, cortexA76
+  qnas bench data-spread --data digits --seeds 2""")
+@config_options(DataSpreadConfig)
+@click.option("--out", default="runs/bench/data-spread", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Folder of the children's best.json and trainings (reused when run again).")
+def data_spread_command(out, **options) -> None:
+    """Do the children of a space differ on a dataset? Smallest vs largest, and two children
+    of equal latency, trained alike; prints their top-1 and the spreads."""
+    config = resolve_config(DataSpreadConfig, options)
+    from tqdm.auto import tqdm
+
+    from ..bench.data_spread import data_spread, spread_summary
+    from .options import frame_text
+
+    start = time.perf_counter()
+    table = data_spread(config, out, echo=tqdm.write)
+    shown = table[["child", "latency_ms", "params_M", "macs_M", "blocks", "mean_kernel",
+                   "mean_expansion", "top1_mean", "top1_std", "top1"]].round(3)
+    click.echo(f"{config.data}, space {config.space}, latency on {config.device}, "
+               f"{config.epochs} epochs of qnas retrain's recipe, {config.seeds} seed(s)")
+    click.echo(frame_text(shown))
+    for line in spread_summary(table):
+        click.echo(line)
+    click.echo(f"wrote {Path(out) / 'data_spread.csv'}  ({time.perf_counter() - start:.0f} s)")

@@ -1,6 +1,8 @@
 """``qnas report RUN_DIR``: report.md + PNG plots of a search run, Pareto search or experiment."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from . import cli
@@ -14,6 +16,12 @@ def report_command(run_dir) -> None:
     from ..experiments import write_report
 
     path = write_report(run_dir)
+    best = Path(run_dir) / "best.json"
+    if best.is_file():                 # a search run: say what makes its result doubtful
+        from ..nas.best import BestRecord
+
+        for warning in BestRecord.read(best).warnings:
+            click.echo(f"warning: {warning}")
     plots = sorted(p.name for p in path.parent.glob("*.png"))
     click.echo(f"report: {path}")
     if plots:

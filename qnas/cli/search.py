@@ -62,6 +62,8 @@ def _report(result) -> None:
                        else f"{name} (error)" for name, v in best["other_devices"].items())
     click.echo(f"other devices: {others}")
     click.echo(f"validation top-1 (inherited weights): {best['val_top1']:.1f}%")
+    for warning in best.get("warnings") or []:
+        click.echo(f"warning: {warning}")
     click.echo(f"best.json: {result.best_path}  ({result.seconds:.0f}s)")
 
 

@@ -129,33 +129,47 @@ def _imagefolder(path: Path, resolution: int) -> DatasetSplits:
     return DatasetSplits("imagefolder", train, val, len(train.classes), 3, resolution)
 
 
-def load_dataset(spec: str = "digits", resolution: int = 32, seed: int = 0,
+def check_spec(spec: str) -> tuple[str, str]:
+    """``(name, argument)`` of a dataset spec (see the module doc) — checked without loading
+    anything: an unknown name, a label rule digit-pairs does not know, a missing path."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise QnasError(f"a dataset spec is needed ({DATASET_FORMS}), got {spec!r}")
+    name, _, arg = spec.partition(":")
+    name, arg = name.strip().lower(), arg.strip()
+    if name in ("digits", "synthetic") and not arg:
+        return name, arg
+    if name == "digit-pairs":
+        if arg and arg.lower() not in LABELS:
+            raise QnasError(f"unknown digit-pairs label {arg!r}; use digit-pairs or "
+                            f"digit-pairs:{'|'.join(LABELS)}")
+        return name, arg.lower()
+    if name in ("cifar10", "imagefolder"):
+        if not arg:
+            raise QnasError(f"--data {name} needs a path: {name}:PATH")
+        if not Path(arg).expanduser().is_dir():
+            raise QnasError(f"dataset path {Path(arg).expanduser()} does not exist or is not a "
+                            f"folder")
+        return name, arg
+    raise QnasError(f"unknown dataset {spec!r}; use one of: {DATASET_FORMS}")
+
+
+def load_dataset(spec: str = "digit-pairs", resolution: int = 32, seed: int = 0,
                  val_fraction: float = 0.2) -> DatasetSplits:
     """Load a dataset by spec (see module doc). Splits are deterministic in ``seed``."""
     if not isinstance(resolution, int) or resolution < 8:
         raise QnasError(f"resolution must be an integer ≥ 8, got {resolution!r}")
-    name, _, arg = str(spec).partition(":")
-    name = name.strip().lower()
-    if name == "digits" and not arg:
+    name, arg = check_spec(spec)
+    if name == "digits":
         return _digits(resolution, seed, val_fraction)
-    if name == "synthetic" and not arg:
+    if name == "synthetic":
         return _synthetic(resolution, seed, val_fraction)
     if name == "digit-pairs":
-        rule = arg.strip().lower() or "upper"
-        if rule not in LABELS:
-            raise QnasError(f"unknown digit-pairs label {rule!r}; use digit-pairs or "
-                            f"digit-pairs:{'|'.join(LABELS)}")
+        rule = arg or "upper"
         train, val = digit_pairs(resolution, seed, rule)
         return DatasetSplits("digit-pairs" + (f":{rule}" if rule != "upper" else ""), train, val,
                              10, 3, resolution)
-    if name in ("cifar10", "imagefolder"):
-        if not arg:
-            raise QnasError(f"--data {name} needs a path: {name}:PATH")
-        path = Path(arg).expanduser()
-        if not path.is_dir():
-            raise QnasError(f"dataset path {path} does not exist or is not a folder")
-        return _cifar10(path, resolution) if name == "cifar10" else _imagefolder(path, resolution)
-    raise QnasError(f"unknown dataset {spec!r}; use one of: {DATASET_FORMS}")
+    path = Path(arg).expanduser()
+    return _cifar10(path, resolution) if name == "cifar10" else _imagefolder(path, resolution)
 
 
 def epoch_view(dataset: Dataset, epoch: int) -> Dataset:

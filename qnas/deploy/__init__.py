@@ -11,14 +11,14 @@ normal net"), verifies it, and writes ``.pt``, ONNX, TorchScript and a model car
 """
 from ..predictors.kernels import count_macs
 from .child import (
-                    CARD_NAME,
-                    CHILD_FORMAT,
-                    CHILD_FORMAT_VERSION,
-                    FILE_NAMES,
-                    FORMATS,
-                    inherited_child,
-                    load_child,
-                    read_child,
+    CARD_NAME,
+    CHILD_FORMAT,
+    CHILD_FORMAT_VERSION,
+    FILE_NAMES,
+    FORMATS,
+    inherited_child,
+    load_child,
+    read_child,
 )
 from .export import ExportResult, export_child, parse_formats
 from .measure import Measurement, measure_best, measure_child

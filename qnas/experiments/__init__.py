@@ -11,13 +11,13 @@ the results files and rows; :mod:`.report` writes ``report.md`` (:mod:`.run_repo
 runs, :mod:`.table_reports` for the tables, :mod:`.markdown`, :mod:`.plots` on Agg).
 """
 from .config import (
-                     KINDS,
-                     Experiment,
-                     Target,
-                     experiment_from_dict,
-                     find_experiment,
-                     list_experiments,
-                     load_experiment,
+    KINDS,
+    Experiment,
+    Target,
+    experiment_from_dict,
+    find_experiment,
+    list_experiments,
+    load_experiment,
 )
 from .pareto import pareto_search
 from .report import write_report

@@ -50,17 +50,26 @@ from typing import Any
 import yaml
 
 from ..bench.config import BlockBenchConfig
-from ..data import DATASET_FORMS
 from ..errors import QnasError
 from ..nas.config import SearchConfig
-from ..predictors.devices import device_info
 from ..resources import data_dir
 from ..settings import from_dict
 from ..space import load_space
 from ..train.config import RetrainConfig
 from ..units import parse_latency
+from . import search_vs_random
+from .checks import (
+    RETRAIN_OWN,
+    SEARCH_OWN,
+    check_int,
+    data_spec,
+    device_name,
+    mapping,
+    own_settings,
+    resolution,
+)
 
-KINDS = ("blocks", "nas", "ablation")
+KINDS = ("blocks", "nas", "ablation", "search_vs_random")
 COMMON_KEYS = {"kind", "name", "description", "seed"}
 KIND_KEYS = {
     "blocks": {"bench", "quadraconv"},
@@ -68,24 +77,23 @@ KIND_KEYS = {
             "checkpoints"},
     "ablation": {"data", "resolution", "width", "depths", "expansion", "kernels", "devices",
                  "input_shape", "train", "seeds"},
+    "search_vs_random": search_vs_random.KEYS,
 }
 REQUIRED_KEYS = {
     "blocks": set(),
     "nas": {"spaces", "targets"},
     "ablation": {"width", "depths", "kernels", "devices"},
+    "search_vs_random": search_vs_random.REQUIRED,
 }
 # overrides a command line may give, and the kinds each applies to
-OVERRIDES = {"data": ("nas", "ablation"), "epochs": ("nas", "ablation"),
-             "warmup_epochs": ("nas",), "retrain_epochs": ("nas",)}
+OVERRIDES = {"data": ("nas", "ablation", "search_vs_random"),
+             "epochs": ("nas", "ablation", "search_vs_random"),
+             "warmup_epochs": ("nas", "search_vs_random"), "retrain_epochs": ("nas",)}
 # what a nas experiment keeps of the (large) search checkpoints once a search is evaluated:
 # keep = everything, as 'qnas search' leaves it; last = only the checkpoint best.json names
 # (export still works) and none of the warm-up's (its supernet.pt stays)
 CHECKPOINT_POLICIES = ("keep", "last")
-# SearchConfig fields an experiment sets itself (not under ``search:``)
-_SEARCH_OWN = {"device", "latency", "space", "data", "resolution", "seed", "supernet",
-               "lut_cache_dir"}
-# RetrainConfig fields an experiment sets itself (not under ``retrain:`` / ``train:``)
-_RETRAIN_OWN = {"data", "resolution", "seed", "init", "epochs"}
+
 
 
 @dataclass(frozen=True)
@@ -231,14 +239,16 @@ def experiment_from_dict(raw: Any, path: str | Path = "<dict>",
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise QnasError(f"{where}: description must be a string")
-    seed = _int(raw.get("seed", 0), "seed", where, low=0)
+    seed = check_int(raw.get("seed", 0), "seed", where, low=0)
     base = path.parent
     if kind == "blocks":
         settings = _blocks(raw, where)
     elif kind == "nas":
         settings = _nas(raw, seed, base, where)
-    else:
+    elif kind == "ablation":
         settings = _ablation(raw, seed, where)
+    else:
+        settings = search_vs_random.parse(raw, seed, base, where)
     return Experiment(path=path, name=name.strip(), kind=kind, description=description.strip(),
                       seed=seed, settings=settings, raw=raw, overrides=overrides)
 
@@ -253,7 +263,7 @@ def _apply_overrides(raw: dict, kind: str, overrides: dict, where: str) -> None:
                             f"{' and '.join(OVERRIDES[key])} experiments")
         if key == "data":
             raw["data"] = value
-        elif kind == "nas" and key in ("epochs", "warmup_epochs"):
+        elif kind in ("nas", "search_vs_random") and key in ("epochs", "warmup_epochs"):
             raw.setdefault("search", {})
             if not isinstance(raw["search"], dict):
                 raise QnasError(f"{where}: 'search' must be a mapping of search settings")
@@ -267,63 +277,10 @@ def _apply_overrides(raw: dict, kind: str, overrides: dict, where: str) -> None:
             raw["train"]["epochs"] = value
 
 
-# --- value checks -------------------------------------------------------------------------------------
-
-def _int(value, name: str, where: str, low: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise QnasError(f"{where}: {name} must be an integer ≥ {low}, got {value!r}")
-    return value
-
-
-def _mapping(raw: dict, key: str, where: str) -> dict:
-    value = raw.get(key, {})
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise QnasError(f"{where}: '{key}' must be a mapping, got {type(value).__name__}")
-    return dict(value)
-
-
-def _data(raw: dict, where: str) -> str:
-    value = raw.get("data", "digits")
-    if not isinstance(value, str) or not value.strip():
-        raise QnasError(f"{where}: data must be a dataset spec ({DATASET_FORMS}), got {value!r}")
-    name, _, arg = value.partition(":")
-    name = name.strip().lower()
-    if name in ("digits", "synthetic") and not arg:
-        return value
-    if name in ("cifar10", "imagefolder"):
-        if not arg:
-            raise QnasError(f"{where}: data {name} needs a path: {name}:PATH")
-        if not Path(arg).expanduser().is_dir():
-            raise QnasError(f"{where}: dataset path {arg} does not exist or is not a folder")
-        return value
-    raise QnasError(f"{where}: unknown dataset {value!r}; use one of: {DATASET_FORMS}")
-
-
-def _device(value, where: str, context: str) -> str:
-    if not isinstance(value, str):
-        raise QnasError(f"{where}: {context}: device must be a name, got {value!r}")
-    try:
-        return device_info(value).name
-    except QnasError as err:
-        raise QnasError(f"{where}: {context}: {err}") from None
-
-
-def _own_settings(section: dict, own: set[str], where: str, name: str) -> dict:
-    """A ``search:`` / ``retrain:`` / ``train:`` section, refusing the settings the experiment
-    sets itself (data, resolution, seed, …)."""
-    clash = sorted(set(section) & own)
-    if clash:
-        raise QnasError(f"{where}: {name}.{clash[0]} is set by the experiment itself (its "
-                        f"top-level keys or targets), not under '{name}:'")
-    return section
-
-
 # --- kinds ------------------------------------------------------------------------------------------
 
 def _blocks(raw: dict, where: str) -> BlocksSettings:
-    bench = _mapping(raw, "bench", where)
+    bench = mapping(raw, "bench", where)
     from_dict(BlockBenchConfig, bench, f"{where}: bench")
     quadraconv = raw.get("quadraconv", True)
     if not isinstance(quadraconv, bool):
@@ -331,13 +288,9 @@ def _blocks(raw: dict, where: str) -> BlocksSettings:
     return BlocksSettings(bench=bench, quadraconv=quadraconv)
 
 
-def _resolution(raw: dict, where: str) -> int:
-    return _int(raw.get("resolution", 32), "resolution", where, low=8)
-
-
 def _nas(raw: dict, seed: int, base: Path, where: str) -> NasSettings:
-    data = _data(raw, where)
-    resolution = _resolution(raw, where)
+    data = data_spec(raw, where)
+    size = resolution(raw, where)
     spaces_raw = raw["spaces"]
     if not isinstance(spaces_raw, list) or not spaces_raw:
         raise QnasError(f"{where}: spaces must be a non-empty list of space names or YAML paths")
@@ -355,7 +308,7 @@ def _nas(raw: dict, seed: int, base: Path, where: str) -> NasSettings:
             spec = str(candidate.resolve())
         try:
             space = load_space(spec)
-            space.check_resolution(resolution)
+            space.check_resolution(size)
         except QnasError as err:
             raise QnasError(f"{where}: spaces: {err}") from None
         if space.name in names:
@@ -374,7 +327,7 @@ def _nas(raw: dict, seed: int, base: Path, where: str) -> NasSettings:
             raise QnasError(f"{where}: {context} must be a mapping with exactly 'device' and "
                             f"'latency' (e.g. {{device: cortexA76, latency: 300ms}}), got "
                             f"{entry!r}")
-        device = _device(entry["device"], where, context)
+        device = device_name(entry["device"], where, context)
         latency = entry["latency"]
         try:
             latency_ms = parse_latency(latency)   # a unit is required: 300ms, 0.3s
@@ -385,36 +338,36 @@ def _nas(raw: dict, seed: int, base: Path, where: str) -> NasSettings:
             raise QnasError(f"{where}: {context} repeats {device} at {latency}")
         targets.append(target)
 
-    search = _own_settings(_mapping(raw, "search", where), _SEARCH_OWN, where, "search")
+    search = own_settings(mapping(raw, "search", where), SEARCH_OWN, where, "search")
     template = from_dict(SearchConfig, {**search, "space": spaces[0], "data": data,
-                                        "resolution": resolution, "seed": seed},
+                                        "resolution": size, "seed": seed},
                          f"{where}: search")
     for target in targets:               # the loss must work at every budget
         try:
             template.for_budget(target.latency_ms, device=target.device)
         except QnasError as err:
             raise QnasError(f"{where}: search: {err}") from None
-    retrain_epochs = _int(raw.get("retrain_epochs", 0), "retrain_epochs", where, low=0)
-    retrain = _own_settings(_mapping(raw, "retrain", where), _RETRAIN_OWN, where, "retrain")
+    retrain_epochs = check_int(raw.get("retrain_epochs", 0), "retrain_epochs", where, low=0)
+    retrain = own_settings(mapping(raw, "retrain", where), RETRAIN_OWN, where, "retrain")
     retrain_config = None
     if retrain_epochs:
         retrain_config = from_dict(RetrainConfig, {**retrain, "epochs": retrain_epochs,
                                                    "data": data, "seed": seed,
-                                                   "resolution": resolution},
+                                                   "resolution": size},
                                    f"{where}: retrain")
     checkpoints = raw.get("checkpoints", "keep")
     if checkpoints not in CHECKPOINT_POLICIES:
         raise QnasError(f"{where}: checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, "
                         f"got {checkpoints!r}")
-    return NasSettings(data=data, resolution=resolution, spaces=spaces, space_names=names,
+    return NasSettings(data=data, resolution=size, spaces=spaces, space_names=names,
                        targets=targets, search=template, retrain_epochs=retrain_epochs,
                        retrain=retrain_config, checkpoints=checkpoints)
 
 
 def _ablation(raw: dict, seed: int, where: str) -> AblationSettings:
-    data = _data(raw, where)
-    resolution = _resolution(raw, where)
-    width = _int(raw["width"], "width", where, low=1)
+    data = data_spec(raw, where)
+    size = resolution(raw, where)
+    width = check_int(raw["width"], "width", where, low=1)
     depths = raw["depths"]
     if (not isinstance(depths, list) or len(depths) != 4
             or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in depths)):
@@ -435,7 +388,7 @@ def _ablation(raw: dict, seed: int, where: str) -> AblationSettings:
     devices_raw = raw["devices"]
     if not isinstance(devices_raw, list) or not devices_raw:
         raise QnasError(f"{where}: devices must be a non-empty list of device names")
-    devices = [_device(d, where, "devices") for d in devices_raw]
+    devices = [device_name(d, where, "devices") for d in devices_raw]
     input_shape = raw.get("input_shape", [1, 3, 224, 224])
     if (not isinstance(input_shape, list) or len(input_shape) != 4
             or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in input_shape)):
@@ -444,10 +397,10 @@ def _ablation(raw: dict, seed: int, where: str) -> AblationSettings:
     if (not isinstance(seeds, list) or not seeds
             or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
         raise QnasError(f"{where}: seeds must be a non-empty list of non-negative integers")
-    train = _own_settings(_mapping(raw, "train", where), _RETRAIN_OWN - {"epochs"}, where,
+    train = own_settings(mapping(raw, "train", where), RETRAIN_OWN - {"epochs"}, where,
                           "train")
     train = from_dict(RetrainConfig, {**train, "data": data, "seed": seeds[0],
-                                      "resolution": resolution}, f"{where}: train")
-    return AblationSettings(data=data, resolution=resolution, width=width, depths=list(depths),
+                                      "resolution": size}, f"{where}: train")
+    return AblationSettings(data=data, resolution=size, width=width, depths=list(depths),
                             expansion=expansion, kernels=list(kernels), devices=devices,
                             input_shape=list(input_shape), train=train, seeds=list(seeds))

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..models.ops import IDENTITY, kernel_and_expansion, parse_op
 from ..runtime.files import write_bytes_atomic
+from ..units import parse_latency
 from .results import pareto_front
 
 _KERNEL_COLOURS = {1: "#8C8C8C", 3: "#4C72B0", 5: "#55A868", 7: "#C44E52", 9: "#8172B2",
@@ -324,6 +325,38 @@ def plot_latency_accuracy(panels: Sequence[dict], path: str | Path) -> Path:
         ax.set_ylabel("val top-1 (%)", fontsize=8)
         ax.legend(fontsize=6, loc="lower right")
         ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def plot_search_vs_random(children: pd.DataFrame, target: dict, path: str | Path) -> Path:
+    """Left: retrained top-1 (mean ± std over seeds) against table latency, per group, the
+    budget as a line. Right: inherited (supernet) against retrained top-1 — the one-shot
+    ranking."""
+    fig = _figure(10.0, 4.0)
+    left, right = fig.subplots(1, 2)
+    styles = {"searched": (_SERIES[3], "*", 160), "random": (_SERIES[0], "o", 40),
+              "hand-designed": (_SERIES[2], "s", 70)}
+    for group, (colour, marker, size) in styles.items():
+        part = children[children["group"] == group]
+        if not len(part):
+            continue
+        left.errorbar(part["latency_ms"], part["top1_mean"], yerr=part["top1_std"].fillna(0),
+                      fmt="none", ecolor=colour, alpha=0.6, capsize=2)
+        left.scatter(part["latency_ms"], part["top1_mean"], s=size, marker=marker,
+                     color=colour, label=group, zorder=3)
+        right.scatter(part["inherited_top1"], part["top1_mean"], s=size, marker=marker,
+                      color=colour, label=group, zorder=3)
+    left.axvline(parse_latency(target["latency"]), color="red", lw=1, ls="--", label="budget")
+    left.set_xlabel(f"latency on {target.get('device')} (ms, table)", fontsize=8)
+    left.set_ylabel("retrained val top-1 (%)", fontsize=8)
+    left.set_title("retrained: mean ± std over seeds", fontsize=9)
+    right.set_xlabel("inherited val top-1 (%, supernet weights)", fontsize=8)
+    right.set_ylabel("retrained val top-1 (%)", fontsize=8)
+    right.set_title("one-shot ranking: inherited vs retrained", fontsize=9)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        ax.ticklabel_format(axis="y", useOffset=False)
     return save(fig, path)
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import QnasError
+from . import search_vs_random
 from .results import MANIFEST, PARETO_CSV, REPORT, SEARCH_FILES, read_manifest
 from .run_report import pareto_report, plot_pareto_folder, search_run_report
 from .table_reports import ablation_report, blocks_report, nas_report
 
 __all__ = ["write_report", "search_run_report", "plot_pareto_folder", "REPORT"]
 
-_BY_KIND = {"blocks": blocks_report, "nas": nas_report, "ablation": ablation_report}
+_BY_KIND = {"blocks": blocks_report, "nas": nas_report, "ablation": ablation_report,
+            "search_vs_random": search_vs_random.report}
 
 
 def write_report(run_dir: str | Path) -> Path:

@@ -49,10 +49,11 @@ def search_run_report(folder: str | Path, heading: str | None = None) -> Path:
             heading = f"Supernet warm-up: {(config or {}).get('space', folder.name)}"
     md = [f"# {heading}", "", f"Run folder: `{folder}`", ""]
     made = []
+    for warning in (best or {}).get("warnings") or []:
+        md += [f"> **Warning:** {warning}", ""]
 
     if best is not None:
-        within = best.get("within_budget", True) and \
-            best["predicted_latency_ms"] <= best["target_latency_ms"]
+        within = bool(best.get("within_budget", True))
         search = best.get("search", {})
         evaluation = best.get("evaluation", {})
         facts = [

@@ -39,9 +39,7 @@ from ..deploy import count_macs
 from ..errors import Interrupted, QnasError
 from ..models.ops import IDENTITY
 from ..nas.best import BestRecord, load_best
-from ..nas.latency import predict_everywhere
 from ..nas.sweep import SweepTarget, sweep
-from ..predictors import get
 from ..runtime.checkpoints import CheckpointStore, checksum_path
 from ..runtime.files import (
     check_writable_folder,
@@ -51,6 +49,7 @@ from ..runtime.files import (
 )
 from ..space import load_space
 from ..train.retraining import SUMMARY, retrain
+from . import search_vs_random
 from .config import (
     AblationSettings,
     BlocksSettings,
@@ -147,8 +146,10 @@ def run_experiment(path: str | Path, out: str | Path | None = None,
             run_blocks(experiment.settings, out, echo, progress)
         elif experiment.kind == "nas":
             run_nas(experiment, out, echo, resume, progress)
-        else:
+        elif experiment.kind == "ablation":
             run_ablation(experiment, out, echo, resume, progress)
+        else:
+            search_vs_random.run(experiment, out, echo, resume, progress)
     except BaseException as err:
         manifest["status"] = f"failed: {type(err).__name__}: {' '.join(str(err).split())}"
         manifest["wall_seconds"] = time.perf_counter() - started
@@ -184,6 +185,9 @@ def resolved_settings(experiment: Experiment) -> dict:
         if s.retrain is not None:
             out["retrain"] = s.retrain.as_dict()
         return out
+    if experiment.kind == "search_vs_random":
+        return {"search": s.search.as_dict(), "retrain": s.retrain.as_dict(), "seeds": s.seeds,
+                "random_children": s.random_children, "band": s.band}
     return {"train": s.train.as_dict()}
 
 
@@ -301,27 +305,10 @@ def _fixed_best(experiment: Experiment, kernel: int, seed: int, folder: Path) ->
     write_text_atomic(space_path, yaml.safe_dump(ablation_space(experiment, kernel),
                                                  sort_keys=False))
     space = load_space(str(space_path.resolve()))
-    ops = [space.candidates[0]] * space.num_layers
-    deploy = space.build_child(ops).eval()
-    first = get(s.devices[0])
-    target = first.predict(deploy, space.input_shape)
-    others = predict_everywhere(deploy, space.input_shape, skip=first.device, devices=s.devices)
-    record = BestRecord(
-        space={"name": space.name, "hash": space.hash, "source": str(space_path.resolve())},
-        ops=ops, layers=[{"index": slot.index, "name": slot.name, "op": op}
-                         for slot, op in zip(space.layers, ops)],
-        device=first.device, input_shape=list(space.input_shape),
-        target_latency_ms=float(target.latency_ms),
-        predicted_latency_ms=float(target.latency_ms),
-        predictor={"source": target.source, "version": target.version,
-                   "known_error": target.known_error},
-        other_devices=others,
-        # not searched: no supernet, no inherited weights (retrain from scratch only)
-        val_top1=None,
-        evaluation={"dataset": s.data, "resolution": s.resolution, "split": "validation",
-                    "weights": "none: a fixed architecture of the kernel-size ablation; see "
-                               "retrain/retrain.json for its trained top-1"},
-        seed=seed, fixed_architecture=True)
+    record = BestRecord.of_fixed_architecture(
+        space, [space.candidates[0]] * space.num_layers, s.devices[0], s.devices[1:],
+        dataset=s.data, resolution=s.resolution, seed=seed,
+        why="a fixed architecture of the kernel-size ablation")
     return record.write(folder / "best.json")
 
 

@@ -24,6 +24,9 @@ space). Schema (version 1)::
     evaluation          {dataset, resolution, num_classes, split, weights}
     supernet_checkpoint path of the supernet checkpoint, relative to best.json's folder ("" when
                         there is none)
+    warnings            one line each on what makes the result doubtful: the child is the
+                        smallest of the space, the budget does not bind, the inherited top-1
+                        is near chance
     seed, search, derivation, fixed_architecture, created
 """
 from __future__ import annotations
@@ -37,9 +40,10 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import QnasError
+from ..predictors.registry import get
 from ..runtime.files import write_text_atomic
 from ..space import SearchSpace, load_space
-from .latency import within_budget
+from .latency import predict_everywhere, within_budget
 
 SCHEMA = "qnas.best"
 SCHEMA_VERSION = 1
@@ -73,6 +77,7 @@ class BestRecord:
     search: dict | None = None
     derivation: dict | None = None
     fixed_architecture: bool = False
+    warnings: list[str] = field(default_factory=list)   # what makes the result doubtful
     created: str = field(default_factory=_now)
     qnas_version: str = __version__
     schema: str = SCHEMA
@@ -87,6 +92,36 @@ class BestRecord:
         if self.within_budget is None:
             self.within_budget = within_budget(self.lut_latency_ms, self.predicted_latency_ms,
                                                self.target_latency_ms)
+
+    @classmethod
+    def of_fixed_architecture(cls, space: SearchSpace, ops: list[str], device: str,
+                           other_devices=(), dataset: str = "digit-pairs",
+                           resolution: int = 32, seed: int = 0,
+                           why: str = "a fixed architecture") -> "BestRecord":
+        """The record of an architecture that was not searched (an ablation's, a baseline's, a
+        random child's), so that ``qnas retrain`` / ``qnas export`` take it like any other:
+        its latency is the prediction on ``device`` (the budget is that latency), no supernet,
+        no inherited top-1."""
+        ops = space.check_ops(ops)
+        deploy = space.build_child(ops).eval()
+        predictor = get(device)
+        target = predictor.predict(deploy, space.input_shape)
+        others = predict_everywhere(deploy, space.input_shape, skip=predictor.device,
+                                    devices=list(other_devices))
+        return cls(
+            space={"name": space.name, "hash": space.hash, "source": space.source},
+            ops=list(ops), layers=[{"index": slot.index, "name": slot.name, "op": op}
+                                   for slot, op in zip(space.layers, ops)],
+            device=predictor.device, input_shape=list(space.input_shape),
+            target_latency_ms=float(target.latency_ms),
+            predicted_latency_ms=float(target.latency_ms),
+            predictor={"source": target.source, "version": target.version,
+                       "known_error": target.known_error},
+            other_devices=others, val_top1=None,
+            evaluation={"dataset": dataset, "resolution": resolution, "split": "validation",
+                        "weights": f"none: {why}; see retrain/retrain.json for its trained "
+                                   f"top-1"},
+            seed=seed, fixed_architecture=True)
 
     # --- writing ----------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -86,8 +86,9 @@ class SearchConfig:
              "pareto.csv and pareto.png.")
     space: str = setting("quadranet", help="Search space: a name from search_spaces/ or a YAML "
                                            "path.")
-    data: str = setting("digits", help="Dataset: digits, synthetic, cifar10:PATH, "
-                                       "imagefolder:PATH.")
+    data: str = setting("digit-pairs", help="Dataset: digit-pairs (the embedded benchmark), "
+                                            "digits, synthetic, cifar10:PATH, "
+                                            "imagefolder:PATH.")
     resolution: int = setting(32, help="Training resolution (latency is always predicted at the "
                                        "space's deployment input shape).")
     epochs: int = setting(10, help="Search epochs after the warm-up.")

@@ -30,7 +30,7 @@ class SearchData:
     resolution: int
 
 
-def search_data(spec: str = "digits", resolution: int = 32, seed: int = 0,
+def search_data(spec: str, resolution: int = 32, seed: int = 0,
                 arch_fraction: float = 0.2) -> SearchData:
     """Load ``spec`` and split its training part into weight / arch parts (deterministic)."""
     splits = load_dataset(spec, resolution=resolution, seed=seed)

@@ -10,7 +10,6 @@ silently cut it; :func:`expected_latency_ms` must never do that).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 

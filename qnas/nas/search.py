@@ -362,11 +362,9 @@ class SearchRun(ResumableRun):
             derivation={"method": derived.method, "log_prob": derived.log_prob,
                         "argmax_ms": table.latency_of(argmax_choice(net.alpha, net.mask)),
                         "smallest_ms": table.min_ms(), "largest_ms": table.max_ms()})
-        if not record.within_budget:
-            self.echo(f"warning: the whole-network prediction "
-                      f"{format_ms(record.predicted_latency_ms)} exceeds the budget although the "
-                      f"table sum {format_ms(derived.latency_ms)} fits (the predictor is not "
-                      f"additive over layers)")
+        record.warnings = result_warnings(record, table, self.data.num_classes)
+        for warning in record.warnings:
+            self.echo(f"warning: {warning}")
         return derived, record
 
     def write_supernet(self) -> Path:
@@ -382,6 +380,32 @@ class SearchRun(ResumableRun):
             self.echo(f"supernet written to {path}")
         distributed.barrier()
         return path
+
+
+def result_warnings(record: BestRecord, table: TableView, num_classes: int) -> list[str]:
+    """What makes a search's result doubtful, one line each (empty when nothing does)."""
+    warnings = []
+    smallest, largest = table.min_ms(), table.max_ms()
+    lut_ms = record.lut_latency_ms
+    if lut_ms is not None and lut_ms <= smallest * (1 + 1e-9):
+        warnings.append(f"the derived child is the smallest of the space "
+                        f"({format_ms(smallest)} of a {format_ms(record.target_latency_ms)} "
+                        f"budget): the accuracy term paid for no block — check that the data "
+                        f"tells architectures apart (qnas bench data-spread) and that the "
+                        f"warm-up trained the supernet")
+    if record.target_latency_ms >= largest:
+        warnings.append(f"the budget does not bind: even the largest child "
+                        f"({format_ms(largest)}) fits, so latency played no part")
+    chance = 100.0 / num_classes
+    if record.val_top1 is not None and record.val_top1 < 1.5 * chance:
+        warnings.append(f"the child's top-1 with inherited weights, {record.val_top1:.1f}%, is "
+                        f"near chance ({chance:.0f}%): the supernet did not learn, and the "
+                        f"choice of ops carries no accuracy signal")
+    if not record.within_budget:
+        warnings.append(f"the whole-network prediction {format_ms(record.predicted_latency_ms)}"
+                        f" exceeds the budget although the table sum "
+                        f"{format_ms(lut_ms)} fits (the predictor is not additive over layers)")
+    return warnings
 
 
 def start_run(config: SearchConfig, out: str | Path | None = None, resume: bool = False,

@@ -54,8 +54,9 @@ class RetrainConfig:
                                    cli=False)
     init: str = setting("scratch", choices=INITS,
                         help="Fresh weights, or the supernet's weights of the chosen ops.")
-    data: str = setting("digits", help="Dataset: digits, synthetic, cifar10:PATH, "
-                                       "imagefolder:PATH.")
+    data: str = setting("digit-pairs", help="Dataset: digit-pairs (the embedded benchmark), "
+                                            "digits, synthetic, cifar10:PATH, "
+                                            "imagefolder:PATH.")
     resolution: int | None = setting(None, shown="the search's, from best.json",
                                      help="Training resolution.")
     seed: int = setting(0, help="Seed of the split, the initialisation and the batch order.")

@@ -1,0 +1,336 @@
+"""Search vs random at equal latency: does the search FIND anything?
+
+The first question a reviewer asks of a NAS method (Li & Talwalkar 2019; Yang et al., ICLR
+2020): is the searched child better than children drawn at random from the same space at the
+same latency, and than the hand-designed network scaled to the budget? An experiment of kind
+``search_vs_random`` (``experiments/search_vs_random.yaml``):
+
+1. searches the space on the target device and budget T (``search/``, a normal search run);
+2. draws ``random_children`` children uniformly among the architectures whose table latency
+   lies in [(1 − band)·T, T] (uniform per layer, rejected outside the band — which is uniform
+   over the architectures in the band);
+3. builds the hand-designed network: QuadraNet's own block (the space's largest kernel and
+   expansion) in every position of the first ``round(f·depth_s)`` layers of each stage, with
+   the largest f whose latency fits T (QuadraNet scaled down by depth);
+4. measures every child's top-1 with the supernet's weights (inherited, BatchNorm-recalibrated
+   where it has BN) and retrains every child from scratch with one recipe and several seeds;
+5. reports mean ± std per group, the searched child's rank among all children, and the
+   one-shot ranking quality: Kendall τ between inherited and retrained top-1 over the children.
+
+Each child has a folder ``children/<name>/`` with its best.json and ``retrain-s<seed>/``; finished
+trainings are reused on ``--resume``. The results are ``results.csv`` (one row per child and seed)
+and ``children.csv`` (one row per child).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import kendalltau
+
+from ..errors import QnasError
+from ..models.ops import is_identity, kernel_and_expansion
+from ..nas.best import FILE_NAME as BEST
+from ..nas.best import BestRecord, load_best
+from ..nas.config import SearchConfig
+from ..nas.evaluator import (
+    epoch_loader,
+    evaluate_top1,
+    has_batchnorm,
+    recalibrate_batchnorm,
+    search_data,
+)
+from ..nas.latency import TableView, latency_table
+from ..nas.search import VAL_DATA, WEIGHT_DATA, search
+from ..nas.supernet import load_supernet
+from ..nas.sweep import has_checkpoint
+from ..predictors.registry import get
+from ..runtime.files import write_csv_atomic, write_text_atomic
+from ..settings import from_dict
+from ..space import SearchSpace, load_space
+from ..train.config import RetrainConfig
+from ..train.retraining import SUMMARY, retrain
+from ..units import format_ms, parse_latency
+from . import plots
+from .checks import (
+    RETRAIN_OWN,
+    SEARCH_OWN,
+    check_int,
+    data_spec,
+    device_name,
+    mapping,
+    own_settings,
+    resolution,
+)
+from .markdown import md_table, provenance_md
+from .results import REPORT, RESULTS
+
+KEYS = {"data", "resolution", "space", "target", "search", "random_children", "band",
+        "retrain", "seeds"}
+REQUIRED = {"space", "target"}
+CHILDREN_CSV = "children.csv"
+GROUPS = ("searched", "random", "hand-designed")
+
+
+@dataclass
+class SearchVsRandomSettings:
+    data: str
+    resolution: int
+    space: str                      # a name or a resolved YAML path
+    device: str
+    budget_ms: float
+    search: SearchConfig            # the search (device and budget set)
+    random_children: int
+    band: float
+    retrain: RetrainConfig          # the recipe of every child (seed: the first)
+    seeds: list[int]
+
+
+def parse(raw: dict, seed: int, base: Path, where: str) -> SearchVsRandomSettings:
+    """Validate the kind's keys (one line naming the file and the key)."""
+    data = data_spec(raw, where)
+    size = resolution(raw, where)
+    spec = raw["space"]
+    if not isinstance(spec, str):
+        raise QnasError(f"{where}: space must be a space name or YAML path, got {spec!r}")
+    if spec.endswith((".yaml", ".yml")) and not Path(spec).is_absolute():
+        spec = str((base / spec).resolve())
+    try:
+        load_space(spec).check_resolution(size)
+    except QnasError as err:
+        raise QnasError(f"{where}: space: {err}") from None
+    target = raw["target"]
+    if not isinstance(target, dict) or set(target) != {"device", "latency"}:
+        raise QnasError(f"{where}: target must be {{device: ..., latency: ...}}, got {target!r}")
+    device = device_name(target["device"], where, "target")
+    try:
+        budget = parse_latency(target["latency"])
+    except QnasError as err:
+        raise QnasError(f"{where}: target: {err}") from None
+    search_section = own_settings(mapping(raw, "search", where), SEARCH_OWN, where, "search")
+    search_config = from_dict(SearchConfig, {**search_section, "space": spec, "data": data,
+                                             "resolution": size, "seed": seed,
+                                             "device": device, "latency": budget},
+                              f"{where}: search")
+    count = check_int(raw.get("random_children", 8), "random_children", where, low=2)
+    band = raw.get("band", 0.1)
+    if isinstance(band, bool) or not isinstance(band, (int, float)) or not 0 < band < 1:
+        raise QnasError(f"{where}: band must be a fraction in (0, 1), got {band!r}")
+    seeds = raw.get("seeds", [0, 1])
+    if (not isinstance(seeds, list) or not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise QnasError(f"{where}: seeds must be a non-empty list of non-negative integers")
+    retrain_section = own_settings(mapping(raw, "retrain", where), RETRAIN_OWN - {"epochs"},
+                                   where, "retrain")
+    recipe = from_dict(RetrainConfig, {**retrain_section, "data": data, "seed": seeds[0],
+                                       "resolution": size}, f"{where}: retrain")
+    return SearchVsRandomSettings(data, size, spec, device, budget, search_config, count,
+                                  float(band), recipe, list(seeds))
+
+
+# --- the children -------------------------------------------------------------------------------
+
+def random_children(space: SearchSpace, table: TableView, budget_ms: float, band: float,
+                    count: int, seed: int, tries: int = 500_000) -> list[list[str]]:
+    """``count`` distinct children drawn uniformly among those with table latency in
+    [(1 − band)·budget, budget]."""
+    rng = np.random.default_rng([seed, 97])
+    low = (1.0 - band) * budget_ms
+    found, seen = [], set()
+    for _ in range(tries):
+        ops = [slot.ops[int(rng.integers(len(slot.ops)))] for slot in space.layers]
+        key = tuple(ops)
+        if key in seen:
+            continue
+        if low <= table.latency_of(ops) <= budget_ms:
+            seen.add(key)
+            found.append(ops)
+            if len(found) == count:
+                return found
+    raise QnasError(f"only {len(found)} of {count} random children of '{space.name}' lie in "
+                    f"[{format_ms(low)}, {format_ms(budget_ms)}]; widen the band or move the "
+                    f"budget towards the middle of the space's latency range")
+
+
+def hand_designed(space: SearchSpace, table: TableView, budget_ms: float) -> tuple[list[str], float]:
+    """QuadraNet's block everywhere, scaled down by depth to fit the budget: ``(ops, f)``."""
+    block = max((op for op in space.candidates if not is_identity(op)),
+                key=lambda op: kernel_and_expansion(op))
+    best = None
+    for step in range(100, -1, -1):
+        fraction = step / 100
+        ops = []
+        for slot in space.layers:
+            depth = space.depths[slot.stage]
+            keep = max(1, round(fraction * depth)) if fraction > 0 else 0
+            ops.append(block if slot.position < keep and block in slot.ops else
+                       next((op for op in slot.ops if is_identity(op)), slot.ops[0]))
+        if table.latency_of(ops) <= budget_ms:
+            best = (ops, fraction)
+            break
+    if best is None:
+        raise QnasError(f"no depth-scaled QuadraNet of '{space.name}' fits "
+                        f"{format_ms(budget_ms)}")
+    return best
+
+
+@dataclass
+class Child:
+    name: str
+    group: str
+    ops: list[str]
+    folder: Path
+
+
+def _plan(settings: SearchVsRandomSettings, out: Path, searched: Path, space: SearchSpace,
+          table: TableView, seed: int) -> list[Child]:
+    children = [Child("searched", "searched", load_best(searched).ops, searched.parent)]
+    for i, ops in enumerate(random_children(space, table, settings.budget_ms, settings.band,
+                                            settings.random_children, seed)):
+        children.append(Child(f"random-{i + 1}", "random", ops, out / "children" /
+                              f"random-{i + 1}"))
+    ops, _ = hand_designed(space, table, settings.budget_ms)
+    children.append(Child("hand-designed", "hand-designed", ops,
+                          out / "children" / "hand-designed"))
+    return children
+
+
+def _inherited_top1(supernet, space: SearchSpace, ops: list[str],
+                    settings: SearchVsRandomSettings) -> float:
+    """Top-1 of a child with the supernet's weights, on the search's validation split."""
+    config = settings.search
+    data = search_data(config.data, config.resolution, config.seed, config.arch_fraction)
+    child = supernet.child(ops)
+    if has_batchnorm(child):
+        recalibrate_batchnorm(child, epoch_loader(data.weight_train, config.batch_size,
+                                                  config.seed, 0, WEIGHT_DATA, rank=0, world=1))
+    return evaluate_top1(child, epoch_loader(data.val, 256, config.seed, 0, VAL_DATA,
+                                             shuffle=False, rank=0, world=1))
+
+
+def run(experiment, out: Path, echo, resume: bool = False, progress: bool = False) -> pd.DataFrame:
+    """The experiment (see the module doc); returns the per-seed results table."""
+    s: SearchVsRandomSettings = experiment.settings
+    space = load_space(s.space)
+    table = latency_table(space, get(s.device))
+    search_dir = out / "search"
+    if resume and (search_dir / BEST).is_file():
+        echo(f"[search] reusing {search_dir / BEST}")
+    else:
+        echo(f"[search] {space.name} on {s.device} within {format_ms(s.budget_ms)} → {search_dir}")
+        result = search(s.search, out=search_dir, resume=resume and has_checkpoint(search_dir),
+                        progress=progress, echo=lambda m: echo(f"[search] {m}"))
+        if not result.finished:
+            raise QnasError("the search stopped early; continue the experiment with --resume")
+    searched = load_best(search_dir / BEST)
+    supernet = load_supernet(searched.supernet_checkpoint, space=space)
+    children = _plan(s, out, search_dir / BEST, space, table, experiment.seed)
+    rows = []
+    for child in children:
+        best_path = child.folder / BEST
+        inherited = _inherited_top1(supernet, space, child.ops, s)
+        if child.group != "searched" and not best_path.is_file():
+            record = BestRecord.of_fixed_architecture(
+                space, child.ops, s.device, dataset=s.data, resolution=s.resolution,
+                seed=experiment.seed, why=f"a {child.group} child of the search-vs-random "
+                                          f"experiment")
+            record.write(best_path)
+        record = BestRecord.read(best_path)
+        for seed in s.seeds:
+            train_out = child.folder / f"retrain-s{seed}"
+            tag = f"[{child.name} seed {seed}]"
+            if (train_out / SUMMARY).is_file():
+                top1 = json.loads((train_out / SUMMARY).read_text())["val_top1"]
+                echo(f"{tag} reusing {train_out / SUMMARY}")
+            else:
+                echo(f"{tag} {s.retrain.epochs} epochs → {train_out}")
+                result = retrain(best_path, replace(s.retrain, seed=seed), out=train_out,
+                                 resume=train_out.is_dir() and any(train_out.glob("last*.pt")),
+                                 progress=progress, echo=lambda m, t=tag: echo(f"{t} {m}"))
+                if not result.finished:
+                    raise QnasError(f"{tag} the training stopped early; continue the "
+                                    f"experiment with --resume")
+                top1 = result.top1
+            rows.append({"child": child.name, "group": child.group, "seed": seed,
+                         "top1": top1, "inherited_top1": inherited,
+                         "latency_ms": table.latency_of(child.ops),
+                         "predicted_ms": record.predicted_latency_ms,
+                         "blocks": sum(not is_identity(op) for op in child.ops),
+                         "ops": " ".join(child.ops),
+                         "run": str(train_out.relative_to(out))})
+            write_csv_atomic(pd.DataFrame(rows), out / RESULTS)
+    frame = pd.DataFrame(rows)
+    write_csv_atomic(summarize(frame), out / CHILDREN_CSV)
+    return frame
+
+
+# --- the analysis -------------------------------------------------------------------------------
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per child: mean ± std of the retrained top-1 over seeds, its rank (1 = best)."""
+    grouped = frame.groupby(["child", "group"], sort=False)
+    children = grouped.agg(top1_mean=("top1", "mean"), top1_std=("top1", "std"),
+                           inherited_top1=("inherited_top1", "first"),
+                           latency_ms=("latency_ms", "first"), blocks=("blocks", "first"),
+                           seeds=("seed", "count")).reset_index()
+    children["rank"] = children["top1_mean"].rank(ascending=False, method="min").astype(int)
+    return children
+
+
+def analysis(children: pd.DataFrame) -> dict:
+    """Per group mean ± std (over children's means), the searched child's rank, Kendall τ."""
+    groups = {}
+    for group in GROUPS:
+        part = children[children["group"] == group]["top1_mean"]
+        groups[group] = (float(part.mean()), float(part.std()) if len(part) > 1 else math.nan,
+                         int(len(part)))
+    searched = children[children["group"] == "searched"].iloc[0]
+    tau, p_value = kendalltau(children["inherited_top1"], children["top1_mean"])
+    random = children[children["group"] == "random"]["top1_mean"]
+    return {"groups": groups, "searched_rank": int(searched["rank"]), "children": len(children),
+            "searched_top1": float(searched["top1_mean"]),
+            "beats_random_share": float((random < searched["top1_mean"]).mean()),
+            "kendall_tau": float(tau), "kendall_p": float(p_value)}
+
+
+def report(folder: Path, manifest: dict) -> Path:
+    """report.md + plot of a search-vs-random results folder."""
+    frame = pd.read_csv(folder / RESULTS)
+    children = summarize(frame)
+    facts = analysis(children)
+    settings = manifest.get("resolved") or {}
+    config = manifest["config"]
+    path = plots.plot_search_vs_random(children, config["target"], folder / "search_vs_random.png")
+    md = [f"# {manifest['name']}: {manifest.get('description') or 'search vs random'}", "",
+          *provenance_md(manifest), ""]
+    g = facts["groups"]
+    md += [f"Space `{config['space']}`, target {config['target']['device']} ≤ "
+           f"{config['target']['latency']}, data `{config.get('data')}`; every child retrained "
+           f"with one recipe ({settings.get('retrain', {}).get('epochs', '?')} epochs) and seeds "
+           f"{settings.get('seeds')}.", "",
+           f"**Result:** the searched child reaches {facts['searched_top1']:.1f}% top-1 (mean "
+           f"over seeds), rank {facts['searched_rank']} of {facts['children']} children; random "
+           f"children of the same latency band reach {g['random'][0]:.1f} ± "
+           f"{g['random'][1]:.1f}% (n = {g['random'][2]}), the depth-scaled hand-designed "
+           f"QuadraNet {g['hand-designed'][0]:.1f}%. The searched child beats "
+           f"{facts['beats_random_share']:.0%} of the random children. One-shot ranking "
+           f"quality, Kendall τ between inherited (supernet) and retrained top-1 over the "
+           f"{facts['children']} children: {facts['kendall_tau']:.2f} "
+           f"(p = {facts['kendall_p']:.2f}).", ""]
+    rows = pd.DataFrame([{"group": group, "children": n, "top-1 mean": mean, "± std": std}
+                         for group, (mean, std, n) in g.items()])
+    md += ["## Per group (mean ± std over the children's seed means)", "",
+           *md_table(rows, {"top-1 mean": ".1f", "± std": ".1f"}).splitlines(), "",
+           f"![search vs random]({path.name})", "", "## Every child", ""]
+    view = children[["child", "group", "latency_ms", "blocks", "inherited_top1", "top1_mean",
+                     "top1_std", "rank"]]
+    md += md_table(view, {"latency_ms": ".4g", "inherited_top1": ".1f", "top1_mean": ".1f",
+                          "top1_std": ".1f"}).splitlines()
+    md += ["", "## Files", "", f"- `{RESULTS}`: one row per child and seed; `{CHILDREN_CSV}`: "
+           "one row per child", "- `search/`: the search run (best.json, logs, checkpoints); "
+           "`children/<name>/`: each other child's best.json and `retrain-s<seed>/` runs", ""]
+    return write_text_atomic(folder / REPORT, "\n".join(md) + "\n")
