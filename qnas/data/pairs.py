@@ -80,14 +80,19 @@ def _label(rule: str, a: int, b: int, corners) -> int:
 
 
 def make_canvases(digits: np.ndarray, labels: np.ndarray, count: int, resolution: int,
-                  rng: np.random.Generator, rule: str = "upper") -> tuple[np.ndarray, np.ndarray]:
+                  rng: np.random.Generator, rule: str = "upper",
+                  layout: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``count`` canvases [count, resolution, resolution] from the digit images given, and
-    their labels by ``rule`` (see :data:`LABELS`)."""
+    their labels by ``rule`` (see :data:`LABELS`). ``layout``, when given, receives the two
+    digits' classes and top-left corners of every canvas (``classes`` [count, 2], ``corners``
+    [count, 2, 2])."""
     side = max(4, int(round(resolution * DIGIT_SCALE)))
     scaled = _scaled(digits, side)
     piece = max(2, side // 2)
     canvases = np.zeros((count, resolution, resolution), dtype=np.float32)
     targets = np.empty(count, dtype=np.int64)
+    classes = np.empty((count, 2), dtype=np.int64)
+    places = np.empty((count, 2, 2), dtype=np.int64)
     for n in range(count):
         a, b = rng.integers(0, len(digits), size=2)
         canvas = canvases[n]
@@ -104,6 +109,9 @@ def make_canvases(digits: np.ndarray, labels: np.ndarray, count: int, resolution
                        out=canvas[y:y + side, x:x + side])
         canvas += NOISE_STD * rng.standard_normal(canvas.shape).astype(np.float32)
         targets[n] = _label(rule, int(labels[a]), int(labels[b]), corners)
+        classes[n], places[n] = (labels[a], labels[b]), corners
+    if layout is not None:
+        layout.update(classes=classes, corners=places)
     return canvases, targets
 
 
@@ -162,4 +170,6 @@ def digit_pairs(resolution: int, seed: int, rule: str = "upper", train_size: int
     mean, std = float(sample.mean()), float(sample.std())
     train = PairsTrain(images[train_pool], labels[train_pool], train_size, resolution, seed,
                        rule, (mean, std))
-    return train, TensorDataset(_tensor(val_x, mean, std), torch.from_numpy(val_y))
+    val = TensorDataset(_tensor(val_x, mean, std), torch.from_numpy(val_y))
+    train.digit_indices, val.digit_indices = train_pool, val_pool   # which bundled images
+    return train, val

@@ -1,0 +1,53 @@
+"""The embedded datasets: digit-pairs is deterministic in its seed, draws fresh training
+canvases every epoch (through the search's Subset splits too), keeps training and validation
+handwriting apart, and labels a canvas by its upper digit."""
+import numpy as np
+import pytest
+import torch
+
+from qnas.data import epoch_view, load_dataset, split_dataset
+from qnas.data.pairs import _digit_images, digit_pairs, make_canvases
+from qnas.errors import QnasError
+
+
+def test_digit_pairs_is_deterministic_and_fresh_every_epoch():
+    one, two = load_dataset("digit-pairs", 32, seed=3), load_dataset("digit-pairs", 32, seed=3)
+    assert one.num_classes == 10 and one.train[0][0].shape == (3, 32, 32)
+    assert torch.equal(one.val.tensors[0], two.val.tensors[0])
+    assert torch.equal(epoch_view(one.train, 2).tensors[0], epoch_view(two.train, 2).tensors[0])
+    assert not torch.equal(epoch_view(one.train, 0).tensors[0],
+                           epoch_view(one.train, 1).tensors[0])
+    other = load_dataset("digit-pairs", 32, seed=4)
+    assert not torch.equal(one.val.tensors[0], other.val.tensors[0])
+    # a search's Subset split sees the same fresh canvases at the same indices
+    weight, arch = split_dataset(one.train, 0.2, seed=3)
+    view = epoch_view(weight, 5)
+    assert torch.equal(view[0][0], epoch_view(one.train, 5)[weight.indices[0]][0])
+    labels = epoch_view(one.train, 0).tensors[1].numpy()
+    assert np.bincount(labels, minlength=10).min() > 150        # all ten classes, balanced
+
+
+def test_the_label_is_the_upper_digit_and_the_rules_differ():
+    images, labels = _digit_images()
+    layout = {}
+    _, targets = make_canvases(images, labels, 300, 32, np.random.default_rng(0), "upper",
+                               layout=layout)
+    upper = np.where(layout["corners"][:, 0, 0] < layout["corners"][:, 1, 0], 0, 1)
+    assert (targets == layout["classes"][np.arange(300), upper]).all()
+    assert (layout["corners"][:, 0, 0] != layout["corners"][:, 1, 0]).all()   # never level
+    _, maxima = make_canvases(images, labels, 300, 32, np.random.default_rng(0), "max")
+    _, sums = make_canvases(images, labels, 300, 32, np.random.default_rng(0), "sum")
+    assert (maxima == layout["classes"].max(1)).all()
+    assert (sums == layout["classes"].sum(1) % 10).all()
+
+
+def test_training_and_validation_use_different_handwriting():
+    train, val = digit_pairs(32, seed=0, train_size=8, val_size=8)
+    assert len(train) == 8 and len(val) == 8
+    assert set(train.digit_indices).isdisjoint(val.digit_indices)
+    assert len(train.digit_indices) + len(val.digit_indices) == len(_digit_images()[1])
+
+
+def test_bad_digit_pairs_specs_are_one_line():
+    with pytest.raises(QnasError, match="digit-pairs:upper|max|sum"):
+        load_dataset("digit-pairs:product", 32)
