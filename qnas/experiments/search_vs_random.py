@@ -156,7 +156,8 @@ def random_children(space: SearchSpace, table: TableView, budget_ms: float, band
                     f"budget towards the middle of the space's latency range")
 
 
-def hand_designed(space: SearchSpace, table: TableView, budget_ms: float) -> tuple[list[str], float]:
+def hand_designed(space: SearchSpace, table: TableView,
+                  budget_ms: float) -> tuple[list[str], float]:
     """QuadraNet's block everywhere, scaled down by depth to fit the budget: ``(ops, f)``."""
     block = max((op for op in space.candidates if not is_identity(op)),
                 key=lambda op: kernel_and_expansion(op))
@@ -297,6 +298,32 @@ def analysis(children: pd.DataFrame) -> dict:
             "kendall_tau": float(tau), "kendall_p": float(p_value)}
 
 
+def diagnosis(folder: Path, children: pd.DataFrame, config: dict) -> list[str]:
+    """Facts that say why the searched child ranks where it does: how much of the budget it
+    uses, how the supernet itself ranks it, how decided α was at the end."""
+    budget = parse_latency(config["target"]["latency"])
+    searched = children[children["group"] == "searched"].iloc[0]
+    others = children[children["group"] != "searched"]
+    inherited_rank = int((others["inherited_top1"] > searched["inherited_top1"]).sum()) + 1
+    random = others[others["group"] == "random"]["latency_ms"] / budget
+    lines = [f"- Budget used: the searched child takes {searched['latency_ms'] / budget:.0%} of "
+             f"the budget, the random children {random.min():.0%}–{random.max():.0%}.",
+             f"- The supernet's own ranking: with inherited weights the searched child is "
+             f"{inherited_rank} of {len(children)} ({searched['inherited_top1']:.1f}% against "
+             f"{others['inherited_top1'].min():.1f}–{others['inherited_top1'].max():.1f}%)."]
+    log_path = folder / "search" / "search_log.csv"
+    if log_path.is_file():
+        log = pd.read_csv(log_path)
+        space = load_space(config["space"]) if not str(config["space"]).endswith(
+            (".yaml", ".yml")) else None
+        uniform = math.log(len(space.candidates)) if space is not None else float("nan")
+        lines.append(f"- α at the end of the search: mean per-layer entropy "
+                     f"{log['entropy'].iloc[-1]:.2f} nats (uniform: {uniform:.2f}); E[LAT] "
+                     f"{log['expected_ms'].iloc[-1]:.4g} ms, the arg-max child "
+                     f"{log['argmax_ms'].iloc[-1]:.4g} ms.")
+    return ["## Why the searched child ranks where it does", "", *lines, ""]
+
+
 def report(folder: Path, manifest: dict) -> Path:
     """report.md + plot of a search-vs-random results folder."""
     frame = pd.read_csv(folder / RESULTS)
@@ -321,6 +348,7 @@ def report(folder: Path, manifest: dict) -> Path:
            f"quality, Kendall τ between inherited (supernet) and retrained top-1 over the "
            f"{facts['children']} children: {facts['kendall_tau']:.2f} "
            f"(p = {facts['kendall_p']:.2f}).", ""]
+    md += diagnosis(folder, children, config)
     rows = pd.DataFrame([{"group": group, "children": n, "top-1 mean": mean, "± std": std}
                          for group, (mean, std, n) in g.items()])
     md += ["## Per group (mean ± std over the children's seed means)", "",
