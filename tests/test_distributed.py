@@ -101,7 +101,7 @@ def test_retrain_with_two_processes_matches_one_process(runs, tmp_path):
     before = torch.get_num_threads()
     try:
         single = retrain(best, RetrainConfig(epochs=1, batch_size=32, drop_path_rate=0.0,
-                                             threads=1), out=tmp_path / "single")
+                                             data="digits", threads=1), out=tmp_path / "single")
     finally:
         torch.set_num_threads(before)
     ddp = json.loads((tmp_path / "ddp" / "retrain.json").read_text())
