@@ -78,6 +78,59 @@ def test_arch_gradient_equals_the_explicit_formula():
     assert grad[outside].eq(0).all()
 
 
+@pytest.mark.parametrize("raw", [TOY, TOY_MBCONV], ids=["quadranet", "mbconv"])
+def test_full_mode_gradient_equals_the_explicit_formula_over_every_candidate(raw):
+    """``grad_mode="full"`` (ProxylessNAS's full_v2): gates on every allowed candidate, the full
+    softmax, and no gradient for candidates a layer does not allow (mbconv: no identity where
+    the layer strides)."""
+    from qnas.nas.config import OptimConfig
+    from qnas.nas.proxyless import sample_full
+
+    net = toy_supernet(raw)
+    strategy = ProxylessStrategy(net, OptimConfig(grad_mode="full"), seed=2)
+    images, labels = batch()
+    groups, valid = strategy.sample_group(step=1)
+    assert torch.equal(valid.sum(1), net.mask.sum(1))                 # every allowed one
+    again, _ = sample_full(net.alpha, net.mask, step_generator(2, 1, 1))
+    assert torch.equal(groups, again)
+    grad, _ = strategy.arch_gradient(images, labels, groups, valid)
+
+    # explicit gates on every allowed candidate: y = Σ_k g_k o_k, g one-hot on the active one
+    gates = []
+    members_of = [[int(k) for k, ok in zip(g, v) if ok] for g, v in zip(groups, valid)]
+
+    def forward_with_gates(images):
+        def hook(mixed, inputs, _output):
+            members = members_of[mixed.index]
+            outputs = [mixed.candidates[mixed.names[k]](inputs[0]).double() for k in members]
+            gate = torch.zeros(len(members), dtype=torch.float64)
+            gate[0] = 1.0
+            gate.requires_grad_(True)
+            gates.append((mixed.index, members, gate))
+            return sum(g * o for g, o in zip(gate, outputs)).float()
+        handles = [m.register_forward_hook(hook) for m in net.mixed_ops]
+        try:
+            net.set_paths([m[0] for m in members_of])
+            return net(images)
+        finally:
+            for handle in handles:
+                handle.remove()
+            net.clear_paths()
+
+    loss = F.cross_entropy(forward_with_gates(images), labels)
+    gate_grads = torch.autograd.grad(loss, [g for _, _, g in gates])
+    p = masked_probs(net.alpha.detach().double(), net.mask)
+    expected = torch.zeros_like(net.alpha, dtype=torch.float64)
+    for (layer, members, _), gg in zip(gates, gate_grads):
+        for m in members:
+            expected[layer, m] = sum(gg[i] * p[layer, k] * (float(k == m) - p[layer, m])
+                                     for i, k in enumerate(members))
+    scale = expected.abs().max().item()
+    assert scale > 1e-9
+    torch.testing.assert_close(grad.double(), expected, rtol=1e-3, atol=1e-4 * scale)
+    assert grad[~net.mask].eq(0).all()
+
+
 def test_an_inactive_identity_path_leaves_no_graph_in_the_alpha_gradient():
     net = toy_supernet()
     strategy = ProxylessStrategy(net, seed=0)
@@ -88,7 +141,7 @@ def test_an_inactive_identity_path_leaves_no_graph_in_the_alpha_gradient():
     net.train()
     net.set_pairs(pairs)
     net(images)
-    for _, _, other in net.records():
+    for _, (_, other) in net.records():
         assert other.grad_fn is None and not other.requires_grad
     net.clear_paths()
     grad, _ = strategy.arch_gradient(images, labels, pairs)

@@ -23,6 +23,7 @@ from ..settings import check_int, check_number, setting, to_dict
 from ..units import budget_label, format_ms, parse_budgets
 
 LOSS_FORMS = ("add-linear", "mul-log", "hinge")
+GRAD_MODES = ("two", "full")
 
 
 def check_loss(form: str, target_ms: float, lam: float, beta: float) -> None:
@@ -55,6 +56,10 @@ class OptimConfig:
     arch_weight_decay: float = setting(0.0, help="Weight decay of α.", cli=False)
     arch_every: int = setting(1, help="One arch step per this many weight steps (ProxylessNAS: "
                                       "5).")
+    grad_mode: str = setting("two", choices=GRAD_MODES,
+                             help="α gradient: 'two' sampled paths per layer (the paper's "
+                                  "estimator) or 'full': every candidate (the official code's "
+                                  "full_v2; costlier arch steps, less noise).")
     alpha_init_std: float = setting(1e-3, help="α ~ N(0, std²) at the start.", cli=False)
     # the retraining recipe's clip: unclipped, a supernet at γ 0.1 can blow up in its first
     # steps (digits, seed 0: warm-up loss 2.97 in epoch 1 and 91% at its end, against 0.82 and
@@ -67,6 +72,9 @@ class OptimConfig:
         check_number(self.weight_lr, "weight_lr", 0, low_open=True)
         check_number(self.arch_lr, "arch_lr", 0, low_open=True)
         check_int(self.arch_every, "arch_every (one arch step per that many weight steps)", 1)
+        if self.grad_mode not in GRAD_MODES:
+            raise QnasError(f"grad_mode must be one of {', '.join(GRAD_MODES)}, got "
+                            f"{self.grad_mode!r}")
         if self.grad_clip is not None:
             check_number(self.grad_clip, "grad_clip", 0, low_open=True)
 

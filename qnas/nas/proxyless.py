@@ -4,8 +4,9 @@ Weight step: one path per layer, sampled from p = softmax(α) (uniformly during 
 that path runs, only its weights get gradients (the others keep ``grad = None`` and SGD skips
 them).
 
-Arch step (on a held-out split): two distinct paths S = {i, j} per layer sampled from p,
-renormalised p' over S, the active one sampled from p'; gates one-hot on it. Then
+Arch step (on a held-out split), ``grad_mode="two"`` (the paper's estimator): two distinct
+paths S = {i, j} per layer sampled from p, renormalised p' over S, the active one sampled from
+p'; gates one-hot on it. Then
 
     ∂L/∂g_k  = ⟨o_k, ∂L/∂y⟩                                   (k ∈ S)
     ∂L/∂α_m  = Σ_{k∈S} ∂L/∂g_k · p'_k (δ_km − p'_m)            (m ∈ S; 0 elsewhere)
@@ -13,6 +14,10 @@ renormalised p' over S, the active one sampled from p'; gates one-hot on it. The
 plus the latency term's gradient through softmax(α) (autograd), an Adam step on α, and the
 probability-preserving rescale: α_i, α_j shift by one constant so that the total probability
 of the ops NOT in S is what it was before the step.
+
+``grad_mode="full"`` (the official code's default ``full_v2``, and NNI's): S is every allowed
+candidate, p' = p, the active path ~ p; the same formula, no rescale. Every candidate runs
+forward in the arch step (without autograd), so it costs more and is less noisy.
 
 All randomness of a step comes from a ``torch.Generator`` seeded by (seed, step, stream), so
 every DDP rank can draw the same paths, and a resumed run draws what an uninterrupted one would.
@@ -67,20 +72,41 @@ def sample_pairs(alpha: torch.Tensor, mask: torch.Tensor,
     return torch.where(first_active[:, None], pairs, pairs.flip(1))
 
 
-def arch_gradient(alpha: torch.Tensor, pairs: torch.Tensor,
-                  gate_grads: torch.Tensor) -> torch.Tensor:
-    """ProxylessNAS's two-path α gradient.
+def sample_full(alpha: torch.Tensor, mask: torch.Tensor,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every allowed candidate per layer, the active one ~ p first → ``(groups, valid)``, both
+    [layers × candidates]; where a layer allows fewer, ``valid`` is False on the padding."""
+    alpha = alpha.detach().to(torch.float64).cpu()
+    mask = mask.cpu()
+    active = torch.multinomial(masked_probs(alpha, mask), 1, generator=generator).squeeze(1)
+    groups, valid = [], []
+    for layer, first in enumerate(active.tolist()):
+        others = [k for k in torch.nonzero(mask[layer]).flatten().tolist() if k != first]
+        members = [first, *others]
+        padding = mask.shape[1] - len(members)
+        groups.append(members + [first] * padding)
+        valid.append([True] * len(members) + [False] * padding)
+    return torch.tensor(groups), torch.tensor(valid)
 
-    ``gate_grads[l, s] = ∂L/∂g`` of path ``pairs[l, s]``; returns ∂L/∂α [layers × candidates]
-    with ``Σ_{k∈S} ∂L/∂g_k · p'_k (δ_km − p'_m)`` at m ∈ S and 0 elsewhere.
+
+def arch_gradient(alpha: torch.Tensor, groups: torch.Tensor, gate_grads: torch.Tensor,
+                  valid: torch.Tensor | None = None) -> torch.Tensor:
+    """ProxylessNAS's binary-gate α gradient over the group S of each layer.
+
+    ``gate_grads[l, s] = ∂L/∂g`` of path ``groups[l, s]``; returns ∂L/∂α [layers × candidates]
+    with ``Σ_{k∈S} ∂L/∂g_k · p'_k (δ_km − p'_m)`` at m ∈ S and 0 elsewhere, p' the softmax of α
+    over S (``valid`` marks S's members; default: every column).
     """
     alpha = alpha.detach()
-    pairs = pairs.to(alpha.device)
-    renormalised = torch.softmax(alpha.gather(1, pairs), dim=1)          # p' over S
-    gate_grads = gate_grads.to(alpha.dtype)
+    groups = groups.to(alpha.device)
+    valid = (torch.ones_like(groups, dtype=torch.bool) if valid is None
+             else valid.to(alpha.device))
+    logits = alpha.gather(1, groups).masked_fill(~valid, float("-inf"))
+    renormalised = torch.softmax(logits, dim=1)                          # p' over S
+    gate_grads = torch.where(valid, gate_grads.to(alpha.dtype), torch.zeros_like(renormalised))
     weighted = (gate_grads * renormalised).sum(1, keepdim=True)          # Σ_k ∂L/∂g_k p'_k
     grad_s = renormalised * gate_grads - renormalised * weighted         # per m ∈ S
-    return torch.zeros_like(alpha).scatter_(1, pairs, grad_s)
+    return torch.zeros_like(alpha).scatter_add_(1, groups, torch.where(valid, grad_s, 0.0))
 
 
 def rescale_alpha_(alpha: torch.Tensor, old_alpha: torch.Tensor, pairs: torch.Tensor,
@@ -120,23 +146,24 @@ def no_weight_grads(params: Iterable[torch.nn.Parameter]):
             p.requires_grad_(True)
 
 
-def compute_arch_gradient(supernet: Supernet, loss: torch.Tensor,
-                          pairs: torch.Tensor) -> torch.Tensor:
-    """∂L/∂α after a two-path forward: the gate part (exact formula) + the latency part.
+def compute_arch_gradient(supernet: Supernet, loss: torch.Tensor, groups: torch.Tensor,
+                          valid: torch.Tensor | None = None) -> torch.Tensor:
+    """∂L/∂α after a group forward: the gate part (exact formula) + the latency part.
 
     The one place the α gradient is formed; under torchrun it is averaged over the ranks here
     (each rank saw its shard of the batch, all ranks the same paths).
     """
     records = supernet.records()
-    outputs = [y for y, _, _ in records]
+    outputs = [y for y, _ in records]
     inputs = outputs + ([supernet.alpha] if supernet.alpha.requires_grad else [])
     grads = torch.autograd.grad(loss, inputs, allow_unused=True)
-    gate = torch.zeros(len(records), 2, dtype=torch.float64)
-    for layer, ((_, o_active, o_other), grad) in enumerate(zip(records, grads)):
+    gate = torch.zeros(groups.shape, dtype=torch.float64)
+    for layer, ((_, members), grad) in enumerate(zip(records, grads)):
         if grad is not None:
-            gate[layer, 0] = (o_active.to(torch.float64) * grad).sum()
-            gate[layer, 1] = (o_other.to(torch.float64) * grad).sum()
-    alpha_grad = arch_gradient(supernet.alpha.detach(), pairs, gate.to(supernet.alpha.device))
+            for slot, output in enumerate(members):       # members: the valid ones, in order
+                gate[layer, slot] = (output.to(torch.float64) * grad).sum()
+    alpha_grad = arch_gradient(supernet.alpha.detach(), groups, gate.to(supernet.alpha.device),
+                               valid)
     latency_grad = grads[len(outputs)] if len(grads) > len(outputs) else None
     if latency_grad is not None:
         alpha_grad = alpha_grad + latency_grad
@@ -203,24 +230,31 @@ class ProxylessStrategy:
         net = self.supernet
         return sample_pairs(net.alpha, net.mask, step_generator(self.seed, step, ARCH_STREAM))
 
+    def sample_group(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The arch step's paths per layer: two (``grad_mode="two"``) or all (``"full"``)."""
+        if self.config.grad_mode == "full":
+            net = self.supernet
+            return sample_full(net.alpha, net.mask, step_generator(self.seed, step, ARCH_STREAM))
+        return self.sample_pairs(step), None
+
     def arch_loss(self, ce: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.table is None or self.latency_loss is None:
             return ce, None
         expected = expected_latency_ms(self.supernet.alpha, self.table)
         return self.latency_loss(ce, expected), expected
 
-    def arch_gradient(self, images: torch.Tensor, labels: torch.Tensor,
-                      pairs: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """The two-path forward and ∂L/∂α (nothing is updated)."""
+    def arch_gradient(self, images: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor,
+                      valid: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """The group forward and ∂L/∂α (nothing is updated)."""
         net = self.supernet
         net.train()
-        net.set_pairs(pairs)
+        net.set_group(groups, valid)
         try:
             with no_weight_grads(net.weight_parameters()):
                 logits = net(images)
                 ce = F.cross_entropy(logits, labels)
                 loss, expected = self.arch_loss(ce)
-                alpha_grad = compute_arch_gradient(net, loss, pairs)
+                alpha_grad = compute_arch_gradient(net, loss, groups, valid)
         finally:
             net.clear_paths()
         return alpha_grad, {"ce": ce.item(), "loss": loss.item(),
@@ -228,16 +262,17 @@ class ProxylessStrategy:
 
     def arch_step(self, images: torch.Tensor, labels: torch.Tensor, step: int,
                   pairs: torch.Tensor | None = None) -> dict:
-        """One Adam step of α from two sampled paths per layer, then the rescale."""
+        """One Adam step of α; in ``two`` mode then the probability-preserving rescale."""
         net = self.supernet
-        pairs = self.sample_pairs(step) if pairs is None else pairs
-        alpha_grad, stats = self.arch_gradient(images, labels, pairs)
+        groups, valid = self.sample_group(step) if pairs is None else (pairs, None)
+        alpha_grad, stats = self.arch_gradient(images, labels, groups, valid)
         old_alpha = net.alpha.detach().clone()
         self.arch_optimizer.zero_grad(set_to_none=True)
         net.alpha.grad = alpha_grad.to(net.alpha.dtype)
         self.arch_optimizer.step()
         self.arch_optimizer.zero_grad(set_to_none=True)
-        rescale_alpha_(net.alpha.data, old_alpha, pairs, net.mask)
+        if groups.shape[1] == 2 and valid is None:      # two mode: ProxylessNAS's rescale
+            rescale_alpha_(net.alpha.data, old_alpha, groups, net.mask)
         return stats
 
     # --- checkpoints ----------------------------------------------------------------------

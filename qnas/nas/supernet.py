@@ -34,7 +34,8 @@ from .latency import masked_probs
 
 
 class MixedOp(nn.Module):
-    """One searchable layer: its allowed candidates (``candidates[op_name]``), one or two run."""
+    """One searchable layer: its allowed candidates (``candidates[op_name]``); one runs, or a
+    group of them (an arch step: the active one with autograd, the others without)."""
 
     def __init__(self, index: int, names: Sequence[str], modules: dict[str, nn.Module],
                  shared: SharedMBConv | None = None):
@@ -44,26 +45,26 @@ class MixedOp(nn.Module):
         self.candidates = nn.ModuleDict(modules)  # only the allowed ones
         self.shared = shared                     # the MBConv candidates' one set of weights
         self.path: int | None = None
-        self.pair: tuple[int, int] | None = None  # (active, other)
-        self.record: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.group: tuple[int, ...] | None = None  # (active, others…)
+        self.record: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pair is not None:
-            return self._forward_pair(x)
+        if self.group is not None:
+            return self._forward_group(x)
         if self.path is None:
-            raise RuntimeError("MixedOp has no path: call Supernet.set_paths or set_pairs first")
+            raise RuntimeError("MixedOp has no path: call Supernet.set_paths or set_group first")
         return self.candidates[self.names[self.path]](x)
 
-    def _forward_pair(self, x: torch.Tensor) -> torch.Tensor:
-        active, other = self.pair
+    def _forward_group(self, x: torch.Tensor) -> torch.Tensor:
+        active, *others = self.group
         with torch.no_grad():       # (an identity returns x itself: detach it from x's graph)
-            o_other = self.candidates[self.names[other]](x).detach()
+            o_others = [self.candidates[self.names[k]](x).detach() for k in others]
         y = self.candidates[self.names[active]](x)
         if y is x:                      # identity: give the layer output its own autograd node
             y = x.view_as(x)
         if not y.requires_grad:         # nothing upstream needs grad: ∂L/∂y is still wanted
             y = y.detach().requires_grad_(True)
-        self.record = (y, y.detach(), o_other)
+        self.record = (y, [y.detach(), *o_others])
         return y
 
     def extra_repr(self) -> str:
@@ -140,26 +141,33 @@ class Supernet(nn.Module):
             if op.names[path] not in op.candidates:
                 raise ValueError(f"candidate {op.names[path]!r} is not allowed at layer "
                                  f"{op.index}")
-            op.path, op.pair, op.record = path, None, None
+            op.path, op.group, op.record = path, None, None
 
     def set_ops(self, ops: Sequence[str]) -> None:
         """Run the child ``ops`` (op names)."""
         self.set_paths([self.space.candidates.index(op) for op in self.space.check_ops(ops)])
 
+    def set_group(self, groups: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+        """Run a group of candidates per layer: ``groups[l] = (active, others…)``; where
+        ``valid[l, j]`` is False, ``groups[l, j]`` is padding and does not run."""
+        self._check_len(groups)
+        valid = torch.ones_like(groups, dtype=torch.bool) if valid is None else valid
+        for op, members, keep in zip(self._mixed, groups.tolist(), valid.tolist()):
+            op.path, op.record = None, None
+            op.group = tuple(int(k) for k, ok in zip(members, keep) if ok)
+
     def set_pairs(self, pairs: torch.Tensor) -> None:
         """Run TWO candidates per layer: ``pairs[l] = (active, other)``."""
-        self._check_len(pairs)
-        for op, (active, other) in zip(self._mixed, pairs.tolist()):
-            op.path, op.pair, op.record = None, (int(active), int(other)), None
+        self.set_group(pairs)
 
     def clear_paths(self) -> None:
         for op in self._mixed:
-            op.path, op.pair, op.record = None, None, None
+            op.path, op.group, op.record = None, None, None
 
-    def records(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Per layer, after a two-path forward: (y, o_active, o_other)."""
+    def records(self) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """Per layer, after a group forward: (y, [o_active, o_others…]) in the group's order."""
         if any(op.record is None for op in self._mixed):
-            raise RuntimeError("no two-path forward has been run since set_pairs")
+            raise RuntimeError("no group forward has been run since set_group")
         return [op.record for op in self._mixed]
 
     def _check_len(self, seq) -> None:
