@@ -20,9 +20,9 @@ from .nas.best import load_best
 from .nas.config import SearchConfig
 from .nas.search import search
 from .nas.sweep import has_checkpoint
-from .runtime.checkpoints import CheckpointStore
 from .train.config import RetrainConfig
-from .train.retraining import LAST, SUMMARY, retrain
+from .train.retraining import SUMMARY, retrain
+from .train.retraining import has_checkpoint as retrain_has_checkpoint
 
 DEFAULT_OUT = Path("runs") / "demo"
 DEVICE, BUDGET = "cortexA76", "300ms"
@@ -78,7 +78,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, progress: bool = True,
     # 3. a short retrain (the defaults of 'qnas retrain')
     step("retrain", (result.retrain_dir / SUMMARY).exists(), lambda: retrain(
         result.best_path, retrain_config or RetrainConfig(), out=result.retrain_dir,
-        resume=CheckpointStore(result.retrain_dir, prefix=LAST).exists(), progress=progress,
+        resume=retrain_has_checkpoint(result.retrain_dir), progress=progress,
         echo=echo))
     summary = json.loads((result.retrain_dir / SUMMARY).read_text())
     result.facts.update(retrained_top1=summary["val_top1"], retrain_epochs=summary["config"]

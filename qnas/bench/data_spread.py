@@ -31,7 +31,7 @@ from ..predictors.registry import get
 from ..runtime.files import write_csv_atomic
 from ..space import load_space
 from ..train.config import RetrainConfig
-from ..train.retraining import SUMMARY, retrain
+from ..train.retraining import SUMMARY, has_checkpoint, retrain
 from .config import DataSpreadConfig
 
 CSV = "data_spread.csv"
@@ -101,7 +101,7 @@ def data_spread(config: DataSpreadConfig, out: str | Path,
             echo(f"[{name}, seed {seed}] {config.epochs} epochs on {config.data} → {train_out}")
             result = retrain(best_path, RetrainConfig(epochs=config.epochs, data=config.data,
                                                       seed=seed, threads=config.threads),
-                             out=train_out, resume=train_out.is_dir(),
+                             out=train_out, resume=has_checkpoint(train_out),
                              echo=lambda m, n=name: echo(f"[{n}] {m}"))
             top1.append(result.top1)
         rows.append({"child": name, "latency_ms": record.predicted_latency_ms,

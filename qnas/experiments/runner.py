@@ -49,6 +49,7 @@ from ..runtime.files import (
 )
 from ..space import load_space
 from ..train.retraining import SUMMARY, retrain
+from ..train.retraining import has_checkpoint as retrain_has_checkpoint
 from . import search_vs_random
 from .config import (
     AblationSettings,
@@ -261,11 +262,6 @@ def _nas_row(settings: NasSettings, name: str, macro: str, target: SweepTarget, 
     return row
 
 
-def _retrain_started(folder: Path) -> bool:
-    """Whether ``folder`` holds an interrupted ``qnas retrain`` run (its last*.pt)."""
-    return folder.is_dir() and any(folder.glob("last*.pt"))
-
-
 def _retrain_one(settings: NasSettings, folder: Path, tag: str, echo, resume: bool,
                  progress: bool) -> dict:
     train_out = folder / "retrain"
@@ -275,7 +271,7 @@ def _retrain_one(settings: NasSettings, folder: Path, tag: str, echo, resume: bo
                 "retrain_seconds": summary.get("train_seconds", math.nan)}
     echo(f"{tag} retrain: {settings.retrain.epochs} epochs → {train_out}")
     result = retrain(folder / "best.json", settings.retrain, out=train_out,
-                     resume=resume and _retrain_started(train_out), progress=progress,
+                     resume=resume and retrain_has_checkpoint(train_out), progress=progress,
                      echo=lambda m: echo(f"{tag} {m}"))
     if not result.finished:
         raise QnasError(f"{tag} the retraining stopped early; continue the experiment with "
@@ -338,7 +334,7 @@ def run_ablation(experiment: Experiment, out: Path, echo, resume: bool = False,
                 echo(f"{tag} training QuadraNet C={s.width} depths {s.depths}, all "
                      f"k{kernel}: {config.epochs} epochs → {train_out}")
                 result = retrain(best_path, config, out=train_out,
-                                 resume=resume and _retrain_started(train_out),
+                                 resume=resume and retrain_has_checkpoint(train_out),
                                  progress=progress, echo=lambda m: echo(f"{tag} {m}"))
                 if not result.finished:
                     raise QnasError(f"{tag} the training stopped early; continue the "

@@ -54,6 +54,7 @@ from ..settings import from_dict
 from ..space import SearchSpace, load_space
 from ..train.config import RetrainConfig
 from ..train.retraining import SUMMARY, retrain
+from ..train.retraining import has_checkpoint as retrain_has_checkpoint
 from ..units import format_ms, parse_latency
 from . import plots
 from .checks import (
@@ -250,7 +251,7 @@ def run(experiment, out: Path, echo, resume: bool = False, progress: bool = Fals
             else:
                 echo(f"{tag} {s.retrain.epochs} epochs → {train_out}")
                 result = retrain(best_path, replace(s.retrain, seed=seed), out=train_out,
-                                 resume=train_out.is_dir() and any(train_out.glob("last*.pt")),
+                                 resume=retrain_has_checkpoint(train_out),
                                  progress=progress, echo=lambda m, t=tag: echo(f"{t} {m}"))
                 if not result.finished:
                     raise QnasError(f"{tag} the training stopped early; continue the "

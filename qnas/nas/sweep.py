@@ -74,7 +74,7 @@ class SweepResult:
 
 def has_checkpoint(folder: Path) -> bool:
     """Whether ``folder`` holds a search (or warm-up) checkpoint to resume."""
-    return folder.is_dir() and CheckpointStore(folder).exists()
+    return CheckpointStore(folder).exists()
 
 
 def sweep(config: SearchConfig, out: str | Path | None = None,

@@ -89,6 +89,11 @@ class RetrainResult:
     params: int = 0
 
 
+def has_checkpoint(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a retraining checkpoint to resume (``last-*.pt``)."""
+    return CheckpointStore(folder, prefix=LAST).exists()
+
+
 def default_out(best: BestArch) -> Path:
     return best.path.parent / "retrain"
 
