@@ -1,4 +1,6 @@
 """Deriving the child under a hard latency constraint: exact, within budget, optimal."""
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 
 from qnas.errors import QnasError
 from qnas.nas.derive import (derive_architecture, derive_brute_force, derive_exact,
-                             derive_greedy, log_probs_of)
+                             derive_greedy, log_probs_of, sample_in_band)
 from qnas.nas.latency import hand_table
 
 
@@ -99,3 +101,19 @@ def test_exact_is_fast_on_a_search_sized_instance():
     result = derive_exact(log_probs, table, target)
     assert result.latency_ms <= target
     assert result.log_prob >= derive_greedy(log_probs, table, target).log_prob
+
+
+def test_sample_in_band_draws_distinct_children_from_alpha_within_the_band():
+    # layer 0 almost surely picks op 0; every child in the band is found, none outside it
+    log_probs = np.log(np.array([[0.98, 0.01, 0.01], [0.4, 0.3, 0.3], [0.5, 0.25, 0.25]]))
+    table = hand_table([[4.0, 1.0, 0.0], [3.0, 2.0, 0.0], [3.0, 1.0, 0.0]], fixed_ms=1.0)
+    drawn = sample_in_band(log_probs, table, 6.0, 8.0, 100, seed=0)
+    in_band = {c for c in itertools.product(range(3), repeat=3)
+               if 6.0 <= table.latency_of(c) <= 8.0}
+    assert len(drawn) == len(set(map(tuple, drawn)))
+    assert all(6.0 <= table.latency_of(c) <= 8.0 for c in drawn)
+    assert set(map(tuple, drawn)) == in_band          # 200k draws find every one of them
+    # drawn in proportion to α: the first ones are the probable ones (layer 0 = op 0)
+    assert all(c[0] == 0 for c in drawn[:3])
+    assert sample_in_band(log_probs, table, 6.0, 8.0, 2, seed=0) == drawn[:2]
+    assert sample_in_band(log_probs, table, 100.0, 200.0, 5, seed=0) == []

@@ -353,9 +353,9 @@ def test_resume_continues_an_interrupted_training(workspace, tmp_path, monkeypat
 
 SVR = {"kind": "search_vs_random", "name": "svr", "data": "synthetic", "resolution": 32,
        "space": "tinyq.yaml", "target": {"device": "cortexA76", "latency": "1.5ms"},
-       "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 32},
-       "random_children": 3, "band": 0.5, "retrain": {"epochs": 1, "batch_size": 32},
-       "seeds": [0, 1]}
+       "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 32, "derive_candidates": 4},
+       "search_seeds": [0, 1], "random_children": 3, "band": 0.5,
+       "retrain": {"epochs": 1, "batch_size": 32}, "seeds": [0, 1]}
 
 
 def test_search_vs_random_shrunken(workspace):
@@ -363,9 +363,17 @@ def test_search_vs_random_shrunken(workspace):
     out = run_experiment(path, out=workspace / "svr")
     results = pd.read_csv(out / "results.csv")
     children = pd.read_csv(out / "children.csv")
-    assert sorted(set(children["group"])) == ["hand-designed", "random", "searched"]
-    assert len(children) == 5 and (children["seeds"] == 2).all()
-    assert len(results) == 10 and results["top1"].between(0, 100).all()
+    groups = children["group"].value_counts()
+    assert groups["searched"] == 2 and groups["random"] == 3 and groups["hand-designed"] == 1
+    # ProxylessNAS's child of each search, where alpha+eval chose another one
+    most_probable = children[children["group"] == "most-probable"]
+    for seed in (0, 1):
+        best = json.loads((out / f"search-s{seed}" / "best.json").read_text())
+        assert best["derivation"]["method"] == "alpha+eval"
+        differs = best["derivation"]["most_probable"]["ops"] != best["ops"]
+        assert (f"most-probable-s{seed}" in set(most_probable["child"])) == differs
+    assert (children["seeds"] == 2).all()
+    assert len(results) == 2 * len(children) and results["top1"].between(0, 100).all()
     random = children[children["group"] == "random"]
     assert random["latency_ms"].between(0.75, 1.5).all()          # [0.5 T, T]
     assert len(set(results[results["group"] == "random"]["ops"])) == 3

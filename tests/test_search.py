@@ -69,6 +69,19 @@ def test_search_writes_best_json_within_budget(full_run):
     assert 0 <= best["val_top1"] <= 100
     assert len(best["ops"]) == 4 and best["seed"] == 5
     assert (full_run.out / best["supernet_checkpoint"]).exists()
+    # alpha+eval: the most probable child within the budget and children drawn from α within
+    # [0.9 T, T], the one with the best top-1 on held-out arch-split images chosen
+    derivation = best["derivation"]
+    selection = derivation["selection"]
+    assert derivation["method"] == "alpha+eval"
+    assert selection["split"].startswith("arch") and selection["images"] > 0
+    assert len(selection["top1"]) == selection["candidates"] >= 2
+    assert selection["top1"][selection["chosen_index"]] == max(selection["top1"])
+    assert derivation["most_probable"]["selection_top1"] == selection["top1"][0]
+    if selection["chosen_index"] == 0:
+        assert best["ops"] == derivation["most_probable"]["ops"]
+    else:
+        assert 0.9 * 1.2 <= best["lut_latency_ms"] <= 1.2
     # one log row per epoch with the quantities the issue asks for
     log = full_run.log
     assert list(log["epoch"]) == [1, 2, 3, 4]

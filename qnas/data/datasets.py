@@ -4,7 +4,7 @@
                       upsampled to the training resolution and repeated to 3 channels.
 ``cifar10:PATH``      the standard CIFAR-10 python-pickle batches (data_batch_1..5, test_batch).
 ``imagefolder:PATH``  torchvision ImageFolder with PATH/train and PATH/val.
-``digit-pairs``       two bundled digits on a cluttered canvas, label (a + b) mod 10: the
+``digit-pairs``       two bundled digits on a cluttered canvas, label: the upper digit; the
                       embedded benchmark on which architectures differ (:mod:`.pairs`).
 ``synthetic``         random class-dependent patterns (for tests).
 """

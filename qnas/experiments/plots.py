@@ -334,8 +334,8 @@ def plot_search_vs_random(children: pd.DataFrame, target: dict, path: str | Path
     ranking."""
     fig = _figure(10.0, 4.0)
     left, right = fig.subplots(1, 2)
-    styles = {"searched": (_SERIES[3], "*", 160), "random": (_SERIES[0], "o", 40),
-              "hand-designed": (_SERIES[2], "s", 70)}
+    styles = {"searched": (_SERIES[3], "*", 160), "most-probable": (_SERIES[1], "v", 60),
+              "random": (_SERIES[0], "o", 40), "hand-designed": (_SERIES[2], "s", 70)}
     for group, (colour, marker, size) in styles.items():
         part = children[children["group"] == group]
         if not len(part):

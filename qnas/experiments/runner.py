@@ -188,7 +188,8 @@ def resolved_settings(experiment: Experiment) -> dict:
         return out
     if experiment.kind == "search_vs_random":
         return {"search": s.search.as_dict(), "retrain": s.retrain.as_dict(), "seeds": s.seeds,
-                "random_children": s.random_children, "band": s.band}
+                "search_seeds": s.search_seeds, "random_children": s.random_children,
+                "band": s.band}
     return {"train": s.train.as_dict()}
 
 

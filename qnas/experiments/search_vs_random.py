@@ -5,16 +5,19 @@ The first question a reviewer asks of a NAS method (Li & Talwalkar 2019; Yang et
 same latency, and than the hand-designed network scaled to the budget? An experiment of kind
 ``search_vs_random`` (``experiments/search_vs_random.yaml``):
 
-1. searches the space on the target device and budget T (``search/``, a normal search run);
+1. searches the space on the target device and budget T once per seed of ``search_seeds``
+   (``search-s<seed>/``, normal search runs with qnas's default derivation, ``alpha+eval``);
+   the children that ProxylessNAS's derivation (the most probable child within the budget)
+   gives in the same searches are the group ``most-probable``;
 2. draws ``random_children`` children uniformly among the architectures whose table latency
    lies in [(1 − band)·T, T] (uniform per layer, rejected outside the band — which is uniform
    over the architectures in the band);
 3. builds the hand-designed network: QuadraNet's own block (the space's largest kernel and
    expansion) in every position of the first ``round(f·depth_s)`` layers of each stage, with
    the largest f whose latency fits T (QuadraNet scaled down by depth);
-4. measures every child's top-1 with the supernet's weights (inherited, BatchNorm-recalibrated
-   where it has BN) and retrains every child from scratch with one recipe and several seeds;
-5. reports mean ± std per group, the searched child's rank among all children, and the
+4. measures every child's top-1 with the first search's supernet weights (inherited,
+   BatchNorm-recalibrated where it has BN) on the validation split, and retrains every child from scratch with one recipe and several seeds;
+5. reports mean ± std per group, the searched children's ranks among all children, and the
    one-shot ranking quality: Kendall τ between inherited and retrained top-1 over the children.
 
 Each child has a folder ``children/<name>/`` with its best.json and ``retrain-s<seed>/``; finished
@@ -37,15 +40,9 @@ from ..models.ops import is_identity, kernel_and_expansion
 from ..nas.best import FILE_NAME as BEST
 from ..nas.best import BestRecord, load_best
 from ..nas.config import SearchConfig
-from ..nas.evaluator import (
-    epoch_loader,
-    evaluate_top1,
-    has_batchnorm,
-    recalibrate_batchnorm,
-    search_data,
-)
+from ..nas.evaluator import inherited_top1, search_data
 from ..nas.latency import TableView, latency_table
-from ..nas.search import VAL_DATA, WEIGHT_DATA, search
+from ..nas.search import search
 from ..nas.supernet import load_supernet
 from ..nas.sweep import has_checkpoint
 from ..predictors.registry import get
@@ -70,11 +67,11 @@ from .checks import (
 from .markdown import md_table, provenance_md
 from .results import REPORT, RESULTS
 
-KEYS = {"data", "resolution", "space", "target", "search", "random_children", "band",
-        "retrain", "seeds"}
+KEYS = {"data", "resolution", "space", "target", "search", "search_seeds", "random_children",
+        "band", "retrain", "seeds"}
 REQUIRED = {"space", "target"}
 CHILDREN_CSV = "children.csv"
-GROUPS = ("searched", "random", "hand-designed")
+GROUPS = ("searched", "most-probable", "random", "hand-designed")
 
 
 @dataclass
@@ -84,7 +81,8 @@ class SearchVsRandomSettings:
     space: str                      # a name or a resolved YAML path
     device: str
     budget_ms: float
-    search: SearchConfig            # the search (device and budget set)
+    search: SearchConfig            # the search (device and budget set; seed: the first)
+    search_seeds: list[int]
     random_children: int
     band: float
     retrain: RetrainConfig          # the recipe of every child (seed: the first)
@@ -121,16 +119,23 @@ def parse(raw: dict, seed: int, base: Path, where: str) -> SearchVsRandomSetting
     band = raw.get("band", 0.1)
     if isinstance(band, bool) or not isinstance(band, (int, float)) or not 0 < band < 1:
         raise QnasError(f"{where}: band must be a fraction in (0, 1), got {band!r}")
-    seeds = raw.get("seeds", [0, 1])
-    if (not isinstance(seeds, list) or not seeds
-            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
-        raise QnasError(f"{where}: seeds must be a non-empty list of non-negative integers")
+    seeds = _seeds(raw.get("seeds", [0, 1]), "seeds", where)
+    search_seeds = _seeds(raw.get("search_seeds", [seed]), "search_seeds", where)
     retrain_section = own_settings(mapping(raw, "retrain", where), RETRAIN_OWN - {"epochs"},
                                    where, "retrain")
     recipe = from_dict(RetrainConfig, {**retrain_section, "data": data, "seed": seeds[0],
                                        "resolution": size}, f"{where}: retrain")
-    return SearchVsRandomSettings(data, size, spec, device, budget, search_config, count,
-                                  float(band), recipe, list(seeds))
+    return SearchVsRandomSettings(data, size, spec, device, budget,
+                                  replace(search_config, seed=search_seeds[0]), search_seeds,
+                                  count, float(band), recipe, seeds)
+
+
+def _seeds(value, key: str, where: str) -> list[int]:
+    if (not isinstance(value, list) or not value or len(set(value)) != len(value)
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value)):
+        raise QnasError(f"{where}: {key} must be a non-empty list of distinct non-negative "
+                        f"integers, got {value!r}")
+    return list(value)
 
 
 # --- the children -------------------------------------------------------------------------------
@@ -188,9 +193,18 @@ class Child:
     folder: Path
 
 
-def _plan(settings: SearchVsRandomSettings, out: Path, searched: Path, space: SearchSpace,
-          table: TableView, seed: int) -> list[Child]:
-    children = [Child("searched", "searched", load_best(searched).ops, searched.parent)]
+def _plan(settings: SearchVsRandomSettings, out: Path, searches: dict[int, Path],
+          space: SearchSpace, table: TableView, seed: int) -> list[Child]:
+    children = []
+    for search_seed, best_path in searches.items():
+        record = load_best(best_path)
+        children.append(Child(f"searched-s{search_seed}", "searched", record.ops,
+                              best_path.parent))
+        most_probable = (record.record.derivation or {}).get("most_probable")
+        if most_probable and most_probable["ops"] != record.ops:
+            children.append(Child(f"most-probable-s{search_seed}", "most-probable",
+                                  list(most_probable["ops"]),
+                                  out / "children" / f"most-probable-s{search_seed}"))
     for i, ops in enumerate(random_children(space, table, settings.budget_ms, settings.band,
                                             settings.random_children, seed)):
         children.append(Child(f"random-{i + 1}", "random", ops, out / "children" /
@@ -201,17 +215,20 @@ def _plan(settings: SearchVsRandomSettings, out: Path, searched: Path, space: Se
     return children
 
 
-def _inherited_top1(supernet, space: SearchSpace, ops: list[str],
-                    settings: SearchVsRandomSettings) -> float:
-    """Top-1 of a child with the supernet's weights, on the search's validation split."""
-    config = settings.search
-    data = search_data(config.data, config.resolution, config.seed, config.arch_fraction)
-    child = supernet.child(ops)
-    if has_batchnorm(child):
-        recalibrate_batchnorm(child, epoch_loader(data.weight_train, config.batch_size,
-                                                  config.seed, 0, WEIGHT_DATA, rank=0, world=1))
-    return evaluate_top1(child, epoch_loader(data.val, 256, config.seed, 0, VAL_DATA,
-                                             shuffle=False, rank=0, world=1))
+def _search(s: SearchVsRandomSettings, seed: int, out: Path, echo, resume: bool,
+            progress: bool) -> Path:
+    folder = out / f"search-s{seed}"
+    tag = f"[search s{seed}]"
+    if resume and (folder / BEST).is_file():
+        echo(f"{tag} reusing {folder / BEST}")
+        return folder / BEST
+    echo(f"{tag} {s.search.space} on {s.device} within {format_ms(s.budget_ms)} → {folder}")
+    result = search(replace(s.search, seed=seed), out=folder,
+                    resume=resume and has_checkpoint(folder), progress=progress,
+                    echo=lambda m: echo(f"{tag} {m}"))
+    if not result.finished:
+        raise QnasError("the search stopped early; continue the experiment with --resume")
+    return folder / BEST
 
 
 def run(experiment, out: Path, echo, resume: bool = False, progress: bool = False) -> pd.DataFrame:
@@ -219,22 +236,18 @@ def run(experiment, out: Path, echo, resume: bool = False, progress: bool = Fals
     s: SearchVsRandomSettings = experiment.settings
     space = load_space(s.space)
     table = latency_table(space, get(s.device))
-    search_dir = out / "search"
-    if resume and (search_dir / BEST).is_file():
-        echo(f"[search] reusing {search_dir / BEST}")
-    else:
-        echo(f"[search] {space.name} on {s.device} within {format_ms(s.budget_ms)} → {search_dir}")
-        result = search(s.search, out=search_dir, resume=resume and has_checkpoint(search_dir),
-                        progress=progress, echo=lambda m: echo(f"[search] {m}"))
-        if not result.finished:
-            raise QnasError("the search stopped early; continue the experiment with --resume")
-    searched = load_best(search_dir / BEST)
-    supernet = load_supernet(searched.supernet_checkpoint, space=space)
-    children = _plan(s, out, search_dir / BEST, space, table, experiment.seed)
+    searches = {seed: _search(s, seed, out, echo, resume, progress) for seed in s.search_seeds}
+    # every child's inherited top-1 comes from ONE supernet (the first search's), so that the
+    # one-shot ranking compares like with like
+    first = load_best(searches[s.search_seeds[0]])
+    supernet = load_supernet(first.supernet_checkpoint, space=space)
+    data = search_data(s.search.data, s.search.resolution, s.search.seed, s.search.arch_fraction)
+    children = _plan(s, out, searches, space, table, experiment.seed)
     rows = []
     for child in children:
         best_path = child.folder / BEST
-        inherited = _inherited_top1(supernet, space, child.ops, s)
+        inherited = inherited_top1(supernet, child.ops, data, data.val, s.search.batch_size,
+                                   s.search.seed)
         if child.group != "searched" and not best_path.is_file():
             record = BestRecord.of_fixed_architecture(
                 space, child.ops, s.device, dataset=s.data, resolution=s.resolution,
@@ -284,45 +297,50 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def analysis(children: pd.DataFrame) -> dict:
-    """Per group mean ± std (over children's means), the searched child's rank, Kendall τ."""
+    """Per group mean ± std (over children's means), the searched children's ranks, the share
+    of random children their mean beats, Kendall τ."""
     groups = {}
     for group in GROUPS:
         part = children[children["group"] == group]["top1_mean"]
-        groups[group] = (float(part.mean()), float(part.std()) if len(part) > 1 else math.nan,
-                         int(len(part)))
-    searched = children[children["group"] == "searched"].iloc[0]
+        groups[group] = (float(part.mean()) if len(part) else math.nan,
+                         float(part.std()) if len(part) > 1 else math.nan, int(len(part)))
+    searched = children[children["group"] == "searched"]
     tau, p_value = kendalltau(children["inherited_top1"], children["top1_mean"])
     random = children[children["group"] == "random"]["top1_mean"]
-    return {"groups": groups, "searched_rank": int(searched["rank"]), "children": len(children),
-            "searched_top1": float(searched["top1_mean"]),
-            "beats_random_share": float((random < searched["top1_mean"]).mean()),
+    searched_mean = float(searched["top1_mean"].mean())
+    return {"groups": groups, "searched_ranks": [int(r) for r in searched["rank"]],
+            "children": len(children), "searched_top1": searched_mean,
+            "beats_random_share": float((random < searched_mean).mean()),
             "kendall_tau": float(tau), "kendall_p": float(p_value)}
 
 
 def diagnosis(folder: Path, children: pd.DataFrame, config: dict) -> list[str]:
-    """Facts that say why the searched child ranks where it does: how much of the budget it
-    uses, how the supernet itself ranks it, how decided α was at the end."""
+    """Facts that say why the searched children rank where they do: how much of the budget
+    they use, how the supernet itself ranks them, how decided α was at the end."""
     budget = parse_latency(config["target"]["latency"])
-    searched = children[children["group"] == "searched"].iloc[0]
-    others = children[children["group"] != "searched"]
-    inherited_rank = int((others["inherited_top1"] > searched["inherited_top1"]).sum()) + 1
+    others = children[~children["group"].isin(["searched", "most-probable"])]
     random = others[others["group"] == "random"]["latency_ms"] / budget
-    lines = [f"- Budget used: the searched child takes {searched['latency_ms'] / budget:.0%} of "
-             f"the budget, the random children {random.min():.0%}–{random.max():.0%}.",
-             f"- The supernet's own ranking: with inherited weights the searched child is "
-             f"{inherited_rank} of {len(children)} ({searched['inherited_top1']:.1f}% against "
-             f"{others['inherited_top1'].min():.1f}–{others['inherited_top1'].max():.1f}%)."]
-    log_path = folder / "search" / "search_log.csv"
-    if log_path.is_file():
+    lines = [f"- Budget used: the random children take {random.min():.0%}–{random.max():.0%} "
+             f"of the budget."]
+    for _, child in children[children["group"].isin(["searched", "most-probable"])].iterrows():
+        inherited_rank = int((others["inherited_top1"] > child["inherited_top1"]).sum()) + 1
+        lines.append(f"- `{child['child']}` ({child['group']}): {child['latency_ms'] / budget:.0%}"
+                     f" of the budget, {child['blocks']} blocks; by inherited top-1 "
+                     f"{child['inherited_top1']:.1f}% it would rank {inherited_rank} among the "
+                     f"{len(others) + 1} (random and hand-designed: "
+                     f"{others['inherited_top1'].min():.1f}–{others['inherited_top1'].max():.1f}%)"
+                     f"; retrained {child['top1_mean']:.1f}%, rank {child['rank']} of "
+                     f"{len(children)}.")
+    space = None if str(config["space"]).endswith((".yaml", ".yml")) else \
+        load_space(config["space"])
+    uniform = math.log(len(space.candidates)) if space is not None else float("nan")
+    for log_path in sorted(folder.glob("search-s*/search_log.csv")):
         log = pd.read_csv(log_path)
-        space = load_space(config["space"]) if not str(config["space"]).endswith(
-            (".yaml", ".yml")) else None
-        uniform = math.log(len(space.candidates)) if space is not None else float("nan")
-        lines.append(f"- α at the end of the search: mean per-layer entropy "
+        lines.append(f"- α at the end of `{log_path.parent.name}`: mean per-layer entropy "
                      f"{log['entropy'].iloc[-1]:.2f} nats (uniform: {uniform:.2f}); E[LAT] "
                      f"{log['expected_ms'].iloc[-1]:.4g} ms, the arg-max child "
                      f"{log['argmax_ms'].iloc[-1]:.4g} ms.")
-    return ["## Why the searched child ranks where it does", "", *lines, ""]
+    return ["## Why the searched children rank where they do", "", *lines, ""]
 
 
 def report(folder: Path, manifest: dict) -> Path:
@@ -336,22 +354,27 @@ def report(folder: Path, manifest: dict) -> Path:
     md = [f"# {manifest['name']}: {manifest.get('description') or 'search vs random'}", "",
           *provenance_md(manifest), ""]
     g = facts["groups"]
+    most_probable = (f" ProxylessNAS's derivation in the same searches (the most probable child "
+                     f"within the budget) gives {g['most-probable'][0]:.1f}% "
+                     f"(n = {g['most-probable'][2]})." if g["most-probable"][2] else "")
     md += [f"Space `{config['space']}`, target {config['target']['device']} ≤ "
            f"{config['target']['latency']}, data `{config.get('data')}`; every child retrained "
            f"with one recipe ({settings.get('retrain', {}).get('epochs', '?')} epochs) and seeds "
-           f"{settings.get('seeds')}.", "",
-           f"**Result:** the searched child reaches {facts['searched_top1']:.1f}% top-1 (mean "
-           f"over seeds), rank {facts['searched_rank']} of {facts['children']} children; random "
-           f"children of the same latency band reach {g['random'][0]:.1f} ± "
+           f"{settings.get('seeds')}; searches with seeds {settings.get('search_seeds')}.", "",
+           f"**Result:** the searched children (qnas's `alpha+eval` derivation) reach "
+           f"{facts['searched_top1']:.1f} ± {_number(g['searched'][1])}% top-1 (mean over "
+           f"searches of the mean over retraining seeds; n = {g['searched'][2]}), ranks "
+           f"{', '.join(map(str, facts['searched_ranks']))} of {facts['children']} children; "
+           f"random children of the same latency band reach {g['random'][0]:.1f} ± "
            f"{g['random'][1]:.1f}% (n = {g['random'][2]}), the depth-scaled hand-designed "
-           f"QuadraNet {g['hand-designed'][0]:.1f}%. The searched child beats "
-           f"{facts['beats_random_share']:.0%} of the random children. One-shot ranking "
-           f"quality, Kendall τ between inherited (supernet) and retrained top-1 over the "
-           f"{facts['children']} children: {facts['kendall_tau']:.2f} "
+           f"QuadraNet {g['hand-designed'][0]:.1f}%.{most_probable} The searched children's "
+           f"mean beats {facts['beats_random_share']:.0%} of the random children. One-shot "
+           f"ranking quality, Kendall τ between inherited (supernet) and retrained top-1 over "
+           f"the {facts['children']} children: {facts['kendall_tau']:.2f} "
            f"(p = {facts['kendall_p']:.2f}).", ""]
     md += diagnosis(folder, children, config)
     rows = pd.DataFrame([{"group": group, "children": n, "top-1 mean": mean, "± std": std}
-                         for group, (mean, std, n) in g.items()])
+                         for group, (mean, std, n) in g.items() if n])
     md += ["## Per group (mean ± std over the children's seed means)", "",
            *md_table(rows, {"top-1 mean": ".1f", "± std": ".1f"}).splitlines(), "",
            f"![search vs random]({path.name})", "", "## Every child", ""]
@@ -360,6 +383,11 @@ def report(folder: Path, manifest: dict) -> Path:
     md += md_table(view, {"latency_ms": ".4g", "inherited_top1": ".1f", "top1_mean": ".1f",
                           "top1_std": ".1f"}).splitlines()
     md += ["", "## Files", "", f"- `{RESULTS}`: one row per child and seed; `{CHILDREN_CSV}`: "
-           "one row per child", "- `search/`: the search run (best.json, logs, checkpoints); "
-           "`children/<name>/`: each other child's best.json and `retrain-s<seed>/` runs", ""]
+           "one row per child", "- `search-s<seed>/`: the search runs (best.json, logs, "
+           "checkpoints); `children/<name>/`: each other child's best.json and "
+           "`retrain-s<seed>/` runs", ""]
     return write_text_atomic(folder / REPORT, "\n".join(md) + "\n")
+
+
+def _number(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.1f}"

@@ -10,6 +10,10 @@ solutions is exact in floating point too (rounding is monotone), so "within budg
 
 :func:`derive_greedy` is the baseline (arg-max, then repeatedly the swap with the best
 Δlog p / Δlatency until within budget); :func:`derive_brute_force` enumerates small instances.
+
+:func:`sample_in_band` draws the candidates of the ``alpha+eval`` derivation (the search picks
+among them by their top-1 with the supernet's weights, :meth:`qnas.nas.search.SearchRun.finish`):
+distinct children drawn from softmax(α) whose latency uses the budget, [(1 − band)·T, T].
 """
 from __future__ import annotations
 
@@ -63,7 +67,8 @@ def _infeasible(table: TableView, target_ms: float) -> QnasError:
                      f"use a budget of at least {smallest:.6g}ms")
 
 
-def _result(choice, log_probs, table, target_ms, method) -> Derived:
+def derived_of(choice, log_probs, table, target_ms, method) -> Derived:
+    """The :class:`Derived` record of ``choice`` (its ops, latency and log-probability)."""
     choice = [int(k) for k in choice]
     return Derived(choice=choice, ops=[table.candidates[k] for k in choice],
                    latency_ms=table.latency_of(choice),
@@ -117,7 +122,7 @@ def derive_exact(log_probs: np.ndarray, table: TableView, target_ms: float) -> D
     for layer in range(num_layers - 1, -1, -1):
         choice[layer] = int(ops[layer][index])
         index = int(parents[layer][index])
-    result = _result(choice, log_probs, table, target, "exact")
+    result = derived_of(choice, log_probs, table, target, "exact")
     assert result.latency_ms <= target, (result.latency_ms, target)
     return result
 
@@ -139,7 +144,7 @@ def derive_greedy(log_probs: np.ndarray, table: TableView, target_ms: float) -> 
             raise _infeasible(table, target)
         layer, k = np.unravel_index(np.argmin(score), score.shape)
         choice[layer] = k
-    return _result(choice, log_probs, table, target, "greedy")
+    return derived_of(choice, log_probs, table, target, "greedy")
 
 
 def derive_brute_force(log_probs: np.ndarray, table: TableView, target_ms: float) -> Derived:
@@ -155,7 +160,37 @@ def derive_brute_force(log_probs: np.ndarray, table: TableView, target_ms: float
             best = (score, latency, choice)
     if best is None:
         raise _infeasible(table, target_ms)
-    return _result(best[2], log_probs, table, target_ms, "brute-force")
+    return derived_of(best[2], log_probs, table, target_ms, "brute-force")
+
+
+def sample_in_band(log_probs: np.ndarray, table: TableView, low_ms: float, high_ms: float,
+                   count: int, seed: int, draws: int = 200_000,
+                   chunk: int = 8192) -> list[list[int]]:
+    """Up to ``count`` distinct architectures drawn from the per-layer distributions
+    exp(``log_probs``) whose table latency lies in [low_ms, high_ms], in the order drawn (fewer
+    when ``draws`` draws find fewer: α may put almost no mass in the band)."""
+    log_probs, ms, allowed = _check(log_probs, table)
+    probs = np.where(allowed, np.exp(log_probs), 0.0)
+    probs /= probs.sum(1, keepdims=True)
+    cumulative = probs.cumsum(1)
+    rng = np.random.default_rng([int(seed), 331])
+    rows = np.arange(ms.shape[0])
+    found: list[list[int]] = []
+    seen: set[tuple[int, ...]] = set()
+    slack = 1e-9 * max(1.0, abs(high_ms))
+    for start in range(0, draws, chunk):
+        uniform = rng.random((min(chunk, draws - start), ms.shape[0], 1))
+        choice = np.minimum((uniform > cumulative[None]).sum(2), ms.shape[1] - 1)
+        approx = table.fixed_ms + ms[rows[None], choice].sum(1)
+        for arch in choice[(approx >= low_ms - slack) & (approx <= high_ms + slack)]:
+            key = tuple(int(k) for k in arch)
+            if key in seen or not low_ms <= table.latency_of(key) <= high_ms:
+                continue
+            seen.add(key)
+            found.append(list(key))
+            if len(found) == count:
+                return found
+    return found
 
 
 def derive_architecture(alpha: torch.Tensor, table: TableView, target_ms: float) -> Derived:

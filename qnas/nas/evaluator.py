@@ -2,7 +2,8 @@
 
 The weights and α learn on DIFFERENT data: the dataset's training split is divided into a
 weight part and an arch part (``arch_fraction``); the validation split is only for reporting
-(top-1 of the current arg-max child each epoch, and of the derived child at the end).
+(top-1 of the current arg-max child each epoch, and of the derived child at the end). The
+``alpha+eval`` derivation ranks its candidates on :func:`selection_split`, never on validation.
 """
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from ..data import epoch_view, load_dataset, make_loader, split_dataset
 from ..runtime import distributed as dist
+
+WEIGHT_DATA, ARCH_DATA, VAL_DATA = 0, 1, 2      # loader streams
+SELECTION_EPOCH = 10**7        # first epoch index of the selection canvases: no training step's
 
 
 @dataclass
@@ -81,6 +85,31 @@ def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, strea
     drop_last = len(sampler) > batch_size
     return make_loader(dataset, batch_size, shuffle=False, seed=order_seed, drop_last=drop_last,
                        sampler=sampler)
+
+
+def selection_split(data: SearchData, views: int = 4) -> Dataset:
+    """What the ``alpha+eval`` derivation ranks children on: the arch split — for a procedural
+    dataset (digit-pairs), ``views`` fresh draws of it that no training step saw, so that the
+    ranking rests on ``views`` × as many images; never the validation split, which reports."""
+    parts: list[Dataset] = []
+    for view in range(views):
+        part = epoch_view(data.arch_train, SELECTION_EPOCH + view)
+        if part is data.arch_train:        # not procedural: every view is the same images
+            return part
+        parts.append(part)
+    return ConcatDataset(parts)
+
+
+def inherited_top1(supernet, ops: list[str], data: SearchData, evaluation: Dataset,
+                   batch_size: int, seed: int) -> float:
+    """Top-1 of one child with the supernet's weights on ``evaluation`` (its BatchNorm
+    statistics, if any, re-estimated for that child on the weight split first). One process."""
+    child = supernet.child(ops)
+    if has_batchnorm(child):
+        recalibrate_batchnorm(child, epoch_loader(data.weight_train, batch_size, seed, 0,
+                                                  WEIGHT_DATA, rank=0, world=1))
+    return evaluate_top1(child, epoch_loader(evaluation, 256, seed, 0, VAL_DATA, shuffle=False,
+                                             rank=0, world=1))
 
 
 @torch.no_grad()

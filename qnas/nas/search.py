@@ -39,14 +39,26 @@ from ..units import format_ms
 from .best import FILE_NAME as BEST
 from .best import BestRecord
 from .config import SearchConfig
-from .derive import Derived, argmax_choice, derive_architecture
+from .derive import (
+    Derived,
+    argmax_choice,
+    derive_architecture,
+    derived_of,
+    log_probs_of,
+    sample_in_band,
+)
 from .evaluator import (
+    ARCH_DATA,
+    VAL_DATA,
+    WEIGHT_DATA,
     SearchData,
     epoch_loader,
     evaluate_top1,
     has_batchnorm,
+    inherited_top1,
     recalibrate_batchnorm,
     search_data,
+    selection_split,
 )
 from .latency import (
     LatencyLoss,
@@ -69,7 +81,6 @@ from .supernet import (
 LOG = "search_log.csv"
 ALPHA_LOG = "alpha_history.json"      # softmax(α) per layer after every epoch (for reports)
 SUPERNET = "supernet.pt"
-WEIGHT_DATA, ARCH_DATA, VAL_DATA = 0, 1, 2      # loader streams
 
 
 @dataclass
@@ -325,15 +336,14 @@ class SearchRun(ResumableRun):
         every device (rank 0 alone: its loaders are the whole splits, not its shards)."""
         c, space, table, net = self.config, self.space, self.table, self.supernet
         derived = derive_architecture(net.alpha, table, c.budget_ms)
-        self.echo(f"derived: {space.describe_ops(derived.ops)} — "
+        self.echo(f"most probable child within the budget: {space.describe_ops(derived.ops)} — "
                   f"{format_ms(derived.latency_ms)} (budget {format_ms(c.budget_ms)}, log p "
                   f"{derived.log_prob:.3f})")
-        child = net.child(derived.ops)
-        if has_batchnorm(child):
-            recalibrate_batchnorm(child, epoch_loader(self.data.weight_train, c.batch_size,
-                                                      c.seed, 0, WEIGHT_DATA, rank=0, world=1))
-        val_top1 = evaluate_top1(child, epoch_loader(self.data.val, 256, c.seed, 0, VAL_DATA,
-                                                     shuffle=False, rank=0, world=1))
+        selection = None
+        if c.derive == "alpha+eval":
+            derived, selection = self.select_by_inherited_top1(derived)
+        val_top1 = inherited_top1(net, derived.ops, self.data, self.data.val, c.batch_size,
+                                  c.seed)
         deploy = space.build_child(derived.ops).eval()
         prediction = self.predictor.predict(deploy, space.input_shape)
         probs = net.probs().detach()
@@ -361,11 +371,43 @@ class SearchRun(ResumableRun):
                     "data": c.data, "supernet": c.supernet, "optim": c.optim.as_dict()},
             derivation={"method": derived.method, "log_prob": derived.log_prob,
                         "argmax_ms": table.latency_of(argmax_choice(net.alpha, net.mask)),
-                        "smallest_ms": table.min_ms(), "largest_ms": table.max_ms()})
+                        "smallest_ms": table.min_ms(), "largest_ms": table.max_ms(),
+                        **(selection or {})})
         record.warnings = result_warnings(record, table, self.data.num_classes)
         for warning in record.warnings:
             self.echo(f"warning: {warning}")
         return derived, record
+
+    def select_by_inherited_top1(self, most_probable: Derived) -> tuple[Derived, dict]:
+        """The ``alpha+eval`` derivation: the most probable child within the budget and up to
+        ``derive_candidates`` more drawn from softmax(α) whose latency uses the budget
+        ([(1 − band)·T, T]), each scored by its top-1 with the supernet's weights on held-out
+        canvases of the arch split; the best wins (ties: the one drawn first, the most probable
+        child before all). Returns the winner and what best.json records of the choice."""
+        c, table, net = self.config, self.table, self.supernet
+        log_probs = log_probs_of(net.alpha, table.mask)
+        low = (1.0 - c.derive_band) * c.budget_ms
+        drawn = sample_in_band(log_probs, table, low, c.budget_ms, c.derive_candidates, c.seed)
+        choices = [most_probable.choice] + [k for k in drawn if k != most_probable.choice]
+        evaluation = selection_split(self.data)
+        scores = []
+        for index, choice in enumerate(choices):
+            ops = [self.space.candidates[k] for k in choice]
+            scores.append(inherited_top1(net, ops, self.data, evaluation, c.batch_size, c.seed))
+        best = max(range(len(choices)), key=lambda i: (scores[i], -i))
+        derived = derived_of(choices[best], log_probs, table, c.budget_ms, "alpha+eval")
+        self.echo(f"alpha+eval: {len(choices)} candidates ({len(drawn)} drawn from softmax(α) "
+                  f"within {format_ms(low)}–{format_ms(c.budget_ms)}), top-1 on "
+                  f"{len(evaluation)} arch-split images {min(scores):.1f}–{max(scores):.1f}%; "
+                  f"the most probable child {scores[0]:.1f}%, the chosen one {scores[best]:.1f}%"
+                  f": {self.space.describe_ops(derived.ops)} — {format_ms(derived.latency_ms)}")
+        return derived, {
+            "selection": {"candidates": len(choices), "drawn_in_band": len(drawn),
+                          "band_ms": [low, c.budget_ms], "images": len(evaluation),
+                          "split": "arch (held-out canvases)", "top1": scores,
+                          "chosen_index": best},
+            "most_probable": {"ops": most_probable.ops, "latency_ms": most_probable.latency_ms,
+                              "log_prob": most_probable.log_prob, "selection_top1": scores[0]}}
 
     def write_supernet(self) -> Path:
         """``supernet.pt``: the warmed-up weights for ``search(..., supernet=path)``."""
