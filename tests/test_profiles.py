@@ -7,6 +7,7 @@ import yaml
 from click.testing import CliRunner
 from torch import nn
 
+import qnas.cli.latency  # noqa: F401  (adds "qnas latency" to the cli group)
 import qnas.cli.predictor  # noqa: F401  (adds the predictor commands to the cli group)
 from qnas.cli import cli
 from qnas.deploy.child import model_from_spec

@@ -99,16 +99,27 @@ class _Workload:
     nbytes: np.ndarray
 
 
-def _workloads(reference: pd.DataFrame, op_classes: dict) -> list[_Workload]:
+@dataclass
+class TimedModel:
+    """One model and its measured (or reference) latency: what a fit learns from."""
+
+    model: str
+    kernels: tuple            # decompose(model, input_shape): the kernels the profile costs
+    latency_ms: float
+
+
+def _workloads(timed: list[TimedModel], op_classes: dict) -> list[_Workload]:
     indexer = ProfileModel(op_classes, classes_from_parameters(dict.fromkeys(FIT_PARAMETERS, 1.0)))
-    out = []
-    for row in reference.itertuples():
-        kernels = reference_kernels(row.constructor, row.input_shape)
-        out.append(_Workload(row.model, float(row.latency_ms),
-                             indexer.class_indices([k.op for k in kernels]),
-                             np.array([k.flops for k in kernels]),
-                             np.array([k.bytes for k in kernels])))
-    return out
+    return [_Workload(t.model, float(t.latency_ms),
+                      indexer.class_indices([k.op for k in t.kernels]),
+                      np.array([k.flops for k in t.kernels]),
+                      np.array([k.bytes for k in t.kernels])) for t in timed]
+
+
+def reference_models(device: str) -> list[TimedModel]:
+    """The reference latencies of ``device`` with their models' kernels."""
+    return [TimedModel(row.model, reference_kernels(row.constructor, row.input_shape),
+                       float(row.latency_ms)) for row in reference_latencies(device).itertuples()]
 
 
 def _predict(params: dict, op_classes: dict, workload: _Workload) -> float:
@@ -154,6 +165,24 @@ def calibrate(device: str, template: dict | None = None) -> CalibrationResult:
         raise QnasError(f"device '{device}' has no reference latencies to fit; devices with "
                         f"reference latencies: {', '.join(fitted_devices())}")
     template = template if template is not None else load_profile(profile_path(device))
+    reference = reference_latencies(device)
+    nnmeter = str(reference["nnmeter_predictor"].iloc[0])
+    return calibrate_measured(
+        device, reference_models(device), template,
+        source=f"fit to nn-Meter 1.0 reference latencies ({nnmeter}) of {len(reference)} "
+               f"torchvision models at {reference['input_shape'].iloc[0]}",
+        against=f"nn-Meter {nnmeter}", reference="reference/nnmeter_reference_latency.csv")
+
+
+def calibrate_measured(device: str, timed: list[TimedModel], template: dict, source: str,
+                       against: str = "the measurements",
+                       reference: str = "measurements") -> CalibrationResult:
+    """Fit a profile for ``device`` to ``timed`` models (a user's own measurements or the
+    reference latencies) with ``template``'s op classes and priors (a shipped profile's, for
+    ``--like``), and compute its leave-one-model-out table. ``source``/``against``/``reference``
+    say in the profile what it was fitted to."""
+    if len(timed) < 3:
+        raise QnasError(f"a fit needs at least 3 timed models, got {len(timed)}")
     fit_spec = template.get("fit") or {}
     priors = fit_spec.get("parameters") or {}
     missing = [name for name in FIT_PARAMETERS if "prior" not in (priors.get(name) or {})]
@@ -162,8 +191,7 @@ def calibrate(device: str, template: dict | None = None) -> CalibrationResult:
                         f"{', '.join(missing)} (e.g. bandwidth_gbps: {{prior: 17, "
                         f"prior_weight: 0.5}})")
     op_classes = template["op_classes"]
-    reference = reference_latencies(device)
-    workloads = _workloads(reference, op_classes)
+    workloads = _workloads(timed, op_classes)
 
     rows = []
     for held_out in workloads:
@@ -180,22 +208,20 @@ def calibrate(device: str, template: dict | None = None) -> CalibrationResult:
     classes = classes_from_parameters(fitted)
     classes = {name: {key: _round(v) for key, v in spec.items()} for name, spec in classes.items()}
     digest = hashlib.sha256(json.dumps([op_classes, classes], sort_keys=True).encode()).hexdigest()
-    nnmeter = str(reference["nnmeter_predictor"].iloc[0])
     profile = {
         "device": device,
         "description": template.get("description", ""),
         "kind": "fitted",
-        "source": f"fit to nn-Meter 1.0 reference latencies ({nnmeter}) of {len(workloads)} "
-                  f"torchvision models at {reference['input_shape'].iloc[0]}",
+        "source": source,
         "version": f"{FIT_FORMAT}-{digest[:8]}",
-        "known_error": f"leave-one-model-out |rel. error| vs nn-Meter {nnmeter}: median "
+        "known_error": f"leave-one-model-out |rel. error| vs {against}: median "
                        f"{median:.1%}, max {abs_error.max():.0%} ({lomo['model'][worst]}); "
                        f"nn-Meter itself vs real devices: see notes",
         "notes": template.get("notes", ""),
         "op_classes": op_classes,
         "classes": classes,
         "fit": {
-            "reference": "reference/nnmeter_reference_latency.csv",
+            "reference": reference,
             "method": "least squares on log(predicted/reference) + prior_weight * "
                       "log(value/prior) per parameter; starts at the priors (deterministic)",
             "parameters": {name: {**priors[name], "value": fitted[name]}
