@@ -50,3 +50,44 @@ def test_installed_wheel_runs_from_any_directory(wheel, tmp_path):
                          capture_output=True, text=True)
     assert cli.returncode == 0, cli.stderr
     assert "quadranet_t" in cli.stdout
+
+
+# the import name of each declared dependency (where it differs from the distribution name)
+IMPORT_NAMES = {"scikit-learn": "sklearn", "pyyaml": "yaml", "nn-meter": "nn_meter"}
+# declared for a reason other than an import in qnas/
+NOT_IMPORTED = {"setuptools": "nn-meter 2.0 imports pkg_resources, removed in setuptools 81"}
+
+
+def _declared() -> set[str]:
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {re.split(r"[<>=!~\[ ;]", spec, maxsplit=1)[0].lower()
+            for spec in project["dependencies"]}
+
+
+def _imported() -> set[str]:
+    import ast
+
+    names = set()
+    for path in (ROOT / "qnas").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_third_party_import_is_declared_and_every_dependency_used():
+    import sys
+
+    imported = _imported() - set(sys.stdlib_module_names) - {"qnas", "__future__"}
+    declared = _declared()
+    provided = {IMPORT_NAMES.get(name, name.replace("-", "_")) for name in declared}
+    optional = {"tensorboard", "litert_torch", "ai_edge_litert", "tflite_runtime", "onnx2torch"}
+    assert imported - provided - optional == set(), "imported but not declared in pyproject.toml"
+    unused = {name for name in declared
+              if IMPORT_NAMES.get(name, name.replace("-", "_")) not in imported}
+    assert unused <= set(NOT_IMPORTED), f"declared but never imported: {unused - set(NOT_IMPORTED)}"

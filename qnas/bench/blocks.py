@@ -52,7 +52,7 @@ from .measure import (
     peak_step_bytes,
     progress_bar,
     saved_bytes,
-    time_round_robin,
+    time_round_robin_quartiles,
 )
 from .quadraconv import (
     QUADRACONV_COLUMNS,
@@ -175,18 +175,25 @@ def _bench_width(config: BlockBenchConfig, channels: int, bar) -> list[dict]:
     for kind in config.kinds:   # also a warm-up: the first backward builds kernels and buffers
         figures[kind]["peak_bytes"], peak_method = peak_step_bytes(steps[kind], config.device)
         bar.update(1)
-    train = time_round_robin(steps, config.repeats, config.warmup, config.device, bar)
+    train = time_round_robin_quartiles(steps, config.repeats, config.warmup, config.device, bar)
     for model in (step.model for step in steps.values()):
         model.eval()
-    infer = time_round_robin(infers, config.repeats, config.warmup, config.device, bar)
+    infer = time_round_robin_quartiles(infers, config.repeats, config.warmup, config.device,
+                                       bar)
     rows = []
     for kind in config.kinds:
         rows.append({
             "kind": kind, "channels": channels, "layers": config.layers, "batch": config.batch,
             "resolution": config.resolution, "device": config.device, "threads": config.threads,
             **figures[kind],
-            "train_img_s": config.batch / train[kind], "infer_img_s": config.batch / infer[kind],
-            "train_ms": 1e3 * train[kind], "infer_ms": 1e3 * infer[kind],
+            "train_img_s": config.batch / train[kind][1],
+            "infer_img_s": config.batch / infer[kind][1],
+            # the interquartile range of the rounds, as throughput (a slow round: fewer img/s)
+            "train_img_s_low": config.batch / train[kind][2],
+            "train_img_s_high": config.batch / train[kind][0],
+            "infer_img_s_low": config.batch / infer[kind][2],
+            "infer_img_s_high": config.batch / infer[kind][0],
+            "train_ms": 1e3 * train[kind][1], "infer_ms": 1e3 * infer[kind][1],
             "macs_counter": MACS_COUNTER, "saved_rule": SAVED_BYTES_RULE,
             "peak_method": peak_method,
         })

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -125,6 +126,14 @@ def _timed(run: Callable[[], object], device: str) -> float:
 def time_round_robin(runs: dict[str, Callable[[], object]], repeats: int, warmup: int,
                      device: str, progress=None) -> dict[str, float]:
     """Median seconds of each run; each round runs every entry once, in turn."""
+    return {name: quartiles[1] for name, quartiles in
+            time_round_robin_quartiles(runs, repeats, warmup, device, progress).items()}
+
+
+def time_round_robin_quartiles(runs: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                               device: str, progress=None) -> dict[str, tuple[float, ...]]:
+    """(25th percentile, median, 75th percentile) seconds of each run, rounds as
+    :func:`time_round_robin`'s: the spread for error bars."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(warmup + repeats):
         for name, run in runs.items():
@@ -133,7 +142,8 @@ def time_round_robin(runs: dict[str, Callable[[], object]], repeats: int, warmup
                 times[name].append(seconds)
             if progress is not None:
                 progress.update(1)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: (float(np.percentile(values, 25)), statistics.median(values),
+                   float(np.percentile(values, 75))) for name, values in times.items()}
 
 
 def progress_bar(total: int, enabled: bool, desc: str):

@@ -102,6 +102,10 @@ def plot_alpha(history: dict, path: str | Path, chosen: Sequence[str] | None = N
     left.set_xticks(range(len(candidates)), candidates, rotation=60, fontsize=7)
     _layer_ticks(left, layers)
     left.set_title(f"softmax(α) after epoch {history['epochs'][-1]}", fontsize=9)
+    if not allowed.all():
+        left.set_xlabel("grey: not allowed in that layer; red box: the chosen op", fontsize=7)
+    else:
+        left.set_xlabel("red box: the chosen op", fontsize=7)
     right.imshow(over_time, aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     epochs = history["epochs"]
     step = max(1, n_epochs // 12)
@@ -316,6 +320,10 @@ def plot_latency_accuracy(panels: Sequence[dict], path: str | Path) -> Path:
             xs = [p["x"] for p in points]
             if min(xs) > 0 and max(xs) / min(xs) > 20:
                 ax.set_xscale("log")
+                # major ticks only, plainly written: minor labels overlap on narrow panels
+                ax.xaxis.set_major_formatter(_plain_ticks())
+                ax.xaxis.set_minor_formatter(_no_ticks())
+            _fit_y_to_results(ax, points, fy)
         for budget in panel.get("budgets", []):
             ax.axvline(budget, color="red", lw=1, ls="--")
         if panel.get("budgets"):
@@ -323,9 +331,42 @@ def plot_latency_accuracy(panels: Sequence[dict], path: str | Path) -> Path:
         ax.set_title(panel["title"], fontsize=9)
         ax.set_xlabel(panel.get("xlabel", "predicted latency (ms)"), fontsize=8)
         ax.set_ylabel("val top-1 (%)", fontsize=8)
-        ax.legend(fontsize=6, loc="lower right")
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
+    # one legend for all panels, below them, where it hides no marker
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside lower center",
+               ncol=min(6, len(labels)), frameon=False)
     return save(fig, path)
+
+
+def _plain_ticks():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _: f"{value:g}")
+
+
+def _no_ticks():
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
+
+
+def _fit_y_to_results(ax, points: Sequence[dict], front_y: Sequence[float]) -> None:
+    """The y range of the derived children and the front, with a margin — not 0–100, which
+    flattens a spread of a point or two; faded per-epoch points below it are left out (the
+    panel says how many)."""
+    finals = [p["y"] for p in points if p["final"]] + list(front_y)
+    if not finals:
+        return
+    low, high = min(finals), max(finals)
+    margin = max(1.0, 0.15 * (high - low))
+    bottom, top = max(0.0, low - margin), min(100.0, high + margin)
+    ax.set_ylim(bottom, top)
+    hidden = sum(1 for p in points if p["y"] < bottom)
+    if hidden:
+        ax.text(0.01, 0.01, f"{hidden} arg-max points below {bottom:.0f}% not shown",
+                transform=ax.transAxes, fontsize=6, color="grey", va="bottom")
 
 
 def plot_search_vs_random(children: pd.DataFrame, target: dict, path: str | Path) -> Path:
@@ -374,9 +415,15 @@ def plot_grouped_bars(table: pd.DataFrame, key: str, columns: Sequence[tuple[str
     for ax, (column, label, scale) in zip(axes, columns):
         for i, width in enumerate(widths):
             part = table[table["channels"] == width].set_index(key).reindex(names)
+            error = None
+            if f"{column}_low" in part.columns and f"{column}_high" in part.columns:
+                # interquartile range of the timed rounds
+                error = np.vstack([(part[column] - part[f"{column}_low"]).clip(lower=0),
+                                   (part[f"{column}_high"] - part[column]).clip(lower=0)]) / scale
             ax.bar(np.arange(len(names)) + (i - (len(widths) - 1) / 2) * bar,
                    part[column] / scale, bar, label=f"C={width}",
-                   color=_SERIES[i % len(_SERIES)])
+                   color=_SERIES[i % len(_SERIES)], yerr=error, capsize=2,
+                   error_kw={"lw": 0.8})
         ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
         ax.set_ylabel(label, fontsize=8)
         ax.grid(axis="y", alpha=0.3)

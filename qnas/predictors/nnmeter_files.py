@@ -103,7 +103,7 @@ def builtin_predictor_folder(name: str) -> Path:
 
 
 def _version_key(value: Any):
-    from packaging import version  # not a declared dependency of qnas: only when needed
+    from packaging import version  # deferred: only nn-Meter's file lookup needs it
 
     try:
         return version.parse(str(value))
