@@ -28,6 +28,17 @@ DEFAULT_OUT = Path("runs") / "demo"
 DEVICE, BUDGET = "cortexA76", "300ms"
 
 
+def artefact_sizes(folder: Path) -> dict[str, int]:
+    """Bytes of a search folder's artefacts: best.json, child.pt, each supernet checkpoint."""
+    from .runtime.checkpoints import CheckpointStore
+
+    sizes = {name: (folder / name).stat().st_size for name in ("best.json", "child.pt")
+             if (folder / name).is_file()}
+    for path in CheckpointStore(folder).paths():
+        sizes[path.name] = path.stat().st_size
+    return sizes
+
+
 @dataclass
 class DemoResult:
     out: Path
@@ -67,6 +78,7 @@ def run_demo(out: str | Path = DEFAULT_OUT, progress: bool = True,
         search_config or SearchConfig(device=DEVICE, latency=BUDGET), out=search_dir,
         resume=has_checkpoint(search_dir), progress=progress, echo=echo))
     best = load_best(result.best_path)
+    result.facts["sizes"] = artefact_sizes(search_dir)
     result.facts.update(ops=best.space.describe_ops(best.ops),
                         predicted_ms=best.predicted_latency_ms, budget_ms=best.target_latency_ms,
                         inherited_top1=best.val_top1, predictor=best.raw["predictor"])

@@ -70,7 +70,12 @@ def test_only_rank_zero_writes_and_reports(runs):
     root, result, _ = runs
     files = sorted(p.name for p in (root / "ddp").iterdir())
     assert files.count("best.json") == 1 and files.count("config.json") == 1
-    assert len(CheckpointStore(root / "ddp").paths()) == 2
+    assert files.count("child.pt") == 1 and files.count("run.log") == 1
+    # the finished run keeps its newest checkpoint only (--keep-checkpoints 1)
+    assert len(CheckpointStore(root / "ddp").paths()) == 1
+    # run.log is written by rank 0 alone: each epoch line once
+    log = (root / "ddp" / "run.log").read_text()
+    assert log.count("epoch   1 warmup") == 1 and log.count("epoch   2 search") == 1
     assert not [p for p in (root / "ddp").iterdir() if p.name.endswith(".tmp")]
     # the final report is printed once, not once per rank
     assert result.stdout.count("best.json:") == 1

@@ -2,6 +2,7 @@
 synthetic data, 1–2 epochs): Table III, IV and II runs, report.md with PNG plots, a Pareto
 search over three budgets (API and ``qnas search --latency a,b,c``), and one-line errors."""
 import json
+import re
 import os
 
 import pandas as pd
@@ -17,18 +18,18 @@ from qnas.units import parse_budgets
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
-# children take 0.42–2.21 ms on cortexA76 and 0.78–4.14 ms on myriadvpu
+# children take 0.48–3.05 ms on cortexA76 and 0.22–4.88 ms on myriadvpu
 TINY_Q = {"name": "tinyq", "width": 8, "depths": [1, 1, 1, 1],
           "candidates": ["k3e2", "k5e2", "identity"], "input_shape": [1, 3, 224, 224]}
-# children take 2.34–3.47 ms on cortexA76 and 3.42–4.32 ms on myriadvpu
+# children take 1.91–3.42 ms on cortexA76 and 3.56–4.70 ms on myriadvpu
 TINY_M = {"name": "tinym", "macro": "mbconv", "stem_width": 8, "first_block_width": 8,
           "widths": [8, 16], "depths": [2, 1], "strides": [2, 2], "head_width": 32,
           "candidates": ["k3e3", "k5e3", "zero"], "input_shape": [1, 3, 224, 224]}
-# 3 ms: binds for tinyq on myriadvpu and tinym on cortexA76, does not bind for tinyq on
-# cortexA76, cannot be met by tinym on myriadvpu (recorded as infeasible)
+# 3.1 ms on cortexA76: binds for tinym, not for tinyq; 3 ms on myriadvpu: binds for tinyq,
+# cannot be met by tinym (recorded as infeasible)
 TABLE3 = {"kind": "nas", "name": "t3", "description": "shrunken Table III", "data": "synthetic",
           "resolution": 32, "spaces": ["tinyq.yaml", "tinym.yaml"],
-          "targets": [{"device": "cortexA76", "latency": "3ms"},
+          "targets": [{"device": "cortexA76", "latency": "3.1ms"},
                       {"device": "myriadvpu", "latency": "3ms"}],
           "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 32},
           "retrain_epochs": 1, "retrain": {"batch_size": 32}, "checkpoints": "last"}
@@ -98,7 +99,8 @@ def test_table3_shrunken_end_to_end(table3):
     infeasible = results[results["status"] != "ok"]
     assert len(infeasible) == 1
     assert infeasible.iloc[0]["space"] == "tinym" and infeasible.iloc[0]["device"] == "myriadvpu"
-    assert infeasible.iloc[0]["status"].startswith("infeasible (smallest 3.42")
+    smallest = re.fullmatch(r"infeasible \(smallest ([\d.]+) ms\)", infeasible.iloc[0]["status"])
+    assert smallest and float(smallest.group(1)) > infeasible.iloc[0]["budget_ms"]
     binds = results.set_index(["space", "device"])["budget_binds"]
     assert not binds[("tinyq", "cortexA76")] and binds[("tinym", "cortexA76")]
     # one warm-up per space, shared by its searches
@@ -135,7 +137,8 @@ def test_table3_report(table3):
     for space in ("tinyq", "tinym"):
         for column in ("top-1", "MMACs", "latency"):
             assert f"{space} {column}" in header
-    assert "infeasible (smallest 3.421 ms)" in text
+    status = pd.read_csv(out / "results.csv").query("status != 'ok'")["status"].iloc[0]
+    assert status.startswith("infeasible (smallest ") and status in text
     assert "Every chosen architecture is within its budget." in text
     # every search run has its own report with four plots
     for run in [p.parent for p in out.glob("*/*/best.json")]:
@@ -197,13 +200,13 @@ def pareto(workspace):
     # budgets over the tiny space's range on cortexA76 (0.42–2.21 ms): the tightest admits only
     # the all-identity child, the middle one children with at most one block
     out = workspace / "pareto"
-    result = pareto_search(_tiny_search(workspace, latency="0.43ms,0.9ms,2.3ms"), out=out)
+    result = pareto_search(_tiny_search(workspace, latency="0.5ms,0.9ms,2.3ms"), out=out)
     return out, result.best_paths
 
 
 def test_pareto_search_three_budgets(pareto):
     out, paths = pareto
-    assert [p.parent.name for p in paths] == ["0.43ms", "0.9ms", "2.3ms"]
+    assert [p.parent.name for p in paths] == ["0.5ms", "0.9ms", "2.3ms"]
     records = [json.loads(p.read_text()) for p in paths]
     budgets = [r["target_latency_ms"] for r in records]
     latencies = [r["predicted_latency_ms"] for r in records]
@@ -220,18 +223,18 @@ def test_cli_search_with_several_budgets(pareto, workspace, capsys):
     out, _ = pareto
     supernet = out / "warmup" / "supernet.pt"
     target = workspace / "pareto-cli"
-    main(["search", "--device", "cortexA76", "--latency", "0.43ms,2.3ms,0.9ms", "--space",
+    main(["search", "--device", "cortexA76", "--latency", "0.5ms,2.3ms,0.9ms", "--space",
           str(workspace / "tinyq.yaml"), "--data", "synthetic", "--epochs", "1",
           "--batch-size", "32", "--supernet", str(supernet), "--out", str(target), "--quiet"])
     printed = capsys.readouterr().out
     summary = [line for line in printed.splitlines() if line.startswith("budget ")]
     assert len(summary) == 3 and "pareto.csv" in printed
-    for name in ("0.43ms", "0.9ms", "2.3ms"):
+    for name in ("0.5ms", "0.9ms", "2.3ms"):
         record = json.loads((target / name / "best.json").read_text())
         assert record["predicted_latency_ms"] <= record["target_latency_ms"]
     assert not (target / "warmup").exists()                # --supernet: no warm-up
     with pytest.raises(SystemExit) as exit_:
-        main(["search", "--device", "cortexA76", "--latency", "0.43ms,0.1ms", "--space",
+        main(["search", "--device", "cortexA76", "--latency", "0.5ms,0.1ms", "--space",
               str(workspace / "tinyq.yaml"), "--data", "synthetic", "--out",
               str(workspace / "pareto-bad"), "--quiet"])
     assert exit_.value.code == 2

@@ -155,8 +155,9 @@ def test_cli_exports_the_tiny_search(tiny_search, tmp_path, capsys, single_threa
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [FILE_NAMES["onnx"], FILE_NAMES["pt"], CARD_NAME])
     text = capsys.readouterr().out
-    assert "child vs supernet" in text and "onnxruntime vs PyTorch" in text
-    assert "TorchScript" not in text
+    # the search's child.pt carries the inherited weights: no supernet needed
+    assert f"weights: {tiny_search.child_path}" in text and "onnxruntime vs PyTorch" in text
+    assert "child vs supernet" not in text and "TorchScript" not in text
 
 
 def test_export_into_an_existing_folder_keeps_other_files(mixed, tmp_path):
@@ -273,7 +274,7 @@ def test_refuses_an_out_under_a_file(tiny_search, tmp_path, capsys):
 
 def test_latency_measure_prints_measurements_beside_the_prediction(tiny_search, capsys):
     main(["latency", str(tiny_search.best_path), "--measure", "--device", "host-cpu",
-          "--input", "1x3x32x32", "--repeats", "3"])
+          "--input-shape", "1x3x32x32", "--repeats", "3"])
     text = capsys.readouterr().out
     rows = {line.split()[0]: line for line in text.splitlines()
             if line.split()[:1] in (["PyTorch"], ["onnxruntime"], ["host-cpu"])}

@@ -88,7 +88,8 @@ def test_sigkill_mid_epoch_then_resume_ends_like_an_uninterrupted_run(space, ref
     assert any("resumed from" in m for m in messages)
     assert best["ops"] == reference["ops"]
     assert best["val_top1"] == reference["val_top1"]
-    assert len(CheckpointStore(out).paths()) == 2          # the last two are kept
+    # a finished run keeps only its newest checkpoint (--keep-checkpoints 1, the default)
+    assert len(CheckpointStore(out).paths()) == 1
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous(space, reference, tmp_path,
@@ -133,6 +134,9 @@ def test_signal_saves_a_resumable_checkpoint_and_says_how_to_resume(space, refer
     assert len(lines) == 1 and "Traceback" not in stderr
     assert f"stopped by {signal.Signals(signum).name}" in lines[0]
     assert "--resume" in lines[0] and str(out) in lines[0]
+    # run.log has what the run printed up to the stop, and the stop itself
+    log = (out / "run.log").read_text()
+    assert "epoch   1 warmup" in log and f"stopped by {signal.Signals(signum).name}" in log
     assert not (out / "best.json").exists()
     newest = load_verified(CheckpointStore(out).paths()[0])
     assert newest["step_in_epoch"] > 0                      # saved mid-epoch

@@ -138,3 +138,21 @@ def test_parse_input_shape():
 def test_wrong_shape_is_a_clear_error():
     with pytest.raises(QnasError, match="does not run at input shape 1x5x8x8"):
         decompose(QuadraBlock(8), "1x5x8x8")
+
+
+def test_kernels_record_their_producers():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = torch.relu_(self.bn(self.conv(x)))      # in place: the relu becomes the producer
+            return y.flatten(1).view_as(x) + x           # views lead back to the relu
+
+    kernels = decompose(Residual(), (1, 4, 6, 6))
+    assert [k.op for k in kernels] == ["conv", "batchnorm", "relu", "add"]
+    assert [k.params["id"] for k in kernels] == [0, 1, 2, 3]
+    sources = [k.params["inputs_from"] for k in kernels]
+    assert sources[0][0] is None and sources[1][0] == 0 and sources[2] == (1,)
+    assert sources[3] == (2, None)                       # relu output (via views), network input

@@ -272,7 +272,10 @@ def test_kw_block_latency_costs_attention_and_assembly():
     costed = predictor.predict(kw_block, shape)
     assert costed.latency_ms > plain.latency_ms
     frame = costed.kernels
-    assert (frame["ms"] > 0).all()
+    # every kernel costs something, except the BatchNorm and ReLU the profile fuses into the
+    # attention's conv (as TFLite does)
+    assert (frame["ms"] >= 0).all()
+    assert frame.loc[frame["ms"] == 0, "op"].isin(["batchnorm", "relu"]).all()
     n = kw_block.kw.warehouses["block"].shape[0]
     assert n == 2                                                  # ceil(½ · (2 + 2))
     for conv, m in (("mlp.pw1", 2), ("mlp.pw2", 2)):
@@ -309,6 +312,7 @@ def test_kw_space_searches_and_exports_end_to_end(tmp_path, single_thread):
     raw = json.loads(result.best_path.read_text())
     kw_ops = [next(op for op in KW_SPACE["candidates"] if op.endswith("kw"))] * len(raw["ops"])
     raw["ops"] = kw_ops
+    raw.pop("child_weights", None)     # not the child.pt beside it: inherit from the supernet
     forced = tmp_path / "run" / "kw.json"
     forced.write_text(json.dumps(raw))
     kw_export = export_child(forced, out=tmp_path / "export-kw")

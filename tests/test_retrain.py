@@ -68,7 +68,7 @@ def test_retrain_writes_checkpoints_log_and_summary(full_run):
     summary = json.loads((result.out / SUMMARY).read_text())
     assert summary["val_top1"] == result.top1 and summary["dataset"] == "synthetic"
     assert summary["ops"] == MIXED_OPS and summary["config"]["drop_path_rate"] == 0.1
-    assert summary["effective_lr"] == pytest.approx(RetrainConfig().lr * 32 / 4096)
+    assert summary["effective_lr"] == pytest.approx(RetrainConfig().lr_base * 32 / 4096)
     # the checkpoints load back into networks without best.json
     model = load_retrained(result.last_path, ema=False)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 4)
@@ -174,14 +174,15 @@ def test_the_recipe_is_adamw_cosine_smoothing_and_clipping(tiny_search):
 
     config = RetrainConfig()
     assert (config.weight_decay, config.clip_grad, config.smoothing) == (0.05, 5.0, 0.1)
-    assert config.effective_lr == pytest.approx(config.lr * config.batch_size / 4096)
+    assert config.lr is None
+    assert config.effective_lr == pytest.approx(config.lr_base * config.batch_size / 4096)
     best = load_best(tiny_search.best_path)
     config = tiny(drop_path_rate=0.0).resolved(best)
     data = load_dataset("synthetic", resolution=32, seed=3)
     run = RetrainRun(best, config, data, tiny_search.out / "unused", echo=lambda _: None)
     assert not (tiny_search.out / "unused").exists()
 
-    # AdamW, wd 0.05 on weights, none on biases / norms / layer scale, lr × batch / 4096
+    # AdamW, wd 0.05 on weights, none on biases / norms / layer scale, lr-base × batch / 4096
     assert type(run.optimizer) is torch.optim.AdamW
     decays = {group["weight_decay"] for group in run.optimizer.param_groups}
     assert decays == {0.0, 0.05}

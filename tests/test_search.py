@@ -181,6 +181,9 @@ def test_train_supernet_then_search_from_it(workspace):
     for name, tensor in warm.items():
         expected = alpha if name == "alpha" else tensor
         assert torch.equal(fresh.state_dict()[name], expected), name
+    with pytest.raises(QnasError, match="--weight-sharing"):
+        search(tiny_config(space, lut_cache_dir=str(root / "lut"), supernet=str(path),
+                           weight_sharing=False), out=root / "unshared")
     other = root / "other.yaml"
     other.write_text(yaml.safe_dump({**TINY, "name": "other", "width": 16}))
     with pytest.raises(QnasError, match="trained for space 'tinytest'"):
@@ -266,7 +269,12 @@ def test_a_useless_result_is_called_out_in_search_and_report(workspace, capsys):
     best.json, qnas search's summary and qnas report."""
     root, space = workspace
     out = root / "useless"
-    main(["search", "--device", "cortexA76", "--latency", "0.43ms", "--space", str(space),
+    from qnas.nas.latency import latency_table
+    from qnas.predictors import get
+
+    only_identity = latency_table(load_space(str(space)), get("cortexA76")).min_ms() * 1.001
+    main(["search", "--device", "cortexA76", "--latency", f"{only_identity:.6g}ms", "--space",
+          str(space),
           "--data", "synthetic", "--epochs", "1", "--warmup-epochs", "1", "--batch-size", "32",
           "--out", str(out), "--threads", "1", "--quiet"])
     printed = capsys.readouterr().out

@@ -24,10 +24,10 @@ def _one_thread(single_thread):
     yield
 
 
-def toy_supernet(raw=TOY, layer_scale_init=0.5):
+def toy_supernet(raw=TOY, layer_scale_init=0.5, weight_sharing=False):
     space = space_from_dict(raw)
     kwargs = {"layer_scale_init": layer_scale_init} if space.macro == "quadranet" else {}
-    net = Supernet(space, num_classes=4, **kwargs)
+    net = Supernet(space, num_classes=4, weight_sharing=weight_sharing, **kwargs)
     with torch.no_grad():
         net.alpha.copy_(torch.randn_like(net.alpha))      # not uniform: p' matters
     return net
@@ -56,10 +56,13 @@ def explicit_gate_gradients(net, images, labels, pairs):
     return torch.stack(torch.autograd.grad(loss, gates))
 
 
-def test_arch_gradient_equals_the_explicit_formula():
-    net = toy_supernet()
+@pytest.mark.parametrize("shared", [False, True], ids=["independent", "shared"])
+def test_arch_gradient_equals_the_explicit_formula(shared):
+    net = toy_supernet(weight_sharing=shared)
     strategy = ProxylessStrategy(net, seed=3)
-    images, labels = batch()
+    # shared k3 and k5 compute the same on maps of ≤ 2×2 (the k5 ring falls outside): give the
+    # last stage 4×4
+    images, labels = batch(resolution=128 if shared else 32)
     pairs = strategy.sample_pairs(step=0)
     grad, _ = strategy.arch_gradient(images, labels, pairs)
 
@@ -255,9 +258,10 @@ def test_path_sampling_comes_from_the_per_step_generator_and_respects_the_mask()
     assert actives.eq(0).all()
 
 
-@pytest.mark.parametrize("raw", [TOY, TOY_MBCONV], ids=["quadranet", "mbconv"])
-def test_child_inherits_the_supernet_weights(raw):
-    net = toy_supernet(raw)
+@pytest.mark.parametrize("raw,shared", [(TOY, False), (TOY, True), (TOY_MBCONV, False)],
+                         ids=["quadranet", "quadranet-shared", "mbconv"])
+def test_child_inherits_the_supernet_weights(raw, shared):
+    net = toy_supernet(raw, weight_sharing=shared)
     strategy = ProxylessStrategy(net, seed=0)
     images, labels = batch()
     for step in range(2):                       # move the weights (and BN statistics) a little
@@ -275,18 +279,47 @@ def test_child_inherits_the_supernet_weights(raw):
         net.clear_paths()
 
 
-@pytest.mark.parametrize("name", ["quadranet", "proxyless_mbconv"])
-def test_weight_step_saves_what_one_child_saves(name):
+@pytest.mark.parametrize("name,shared", [("quadranet", False), ("quadranet", True),
+                                         ("proxyless_mbconv", False)],
+                         ids=["quadranet", "quadranet-shared", "proxyless_mbconv"])
+def test_weight_step_saves_what_one_child_saves(name, shared):
     """Acceptance 7: saved-for-backward bytes of a supernet weight step ≤ 1.2× the child's."""
     space = load_space(name)
-    net = Supernet(space, num_classes=10).train()
+    net = Supernet(space, num_classes=10, weight_sharing=shared).train()
     generator = torch.Generator().manual_seed(0)
     ops = [slot.ops[int(torch.randint(len(slot.ops), (1,), generator=generator))]
            for slot in space.layers]
     child = net.child(ops).train()
-    images = torch.randn(2, 3, 32, 32)
+    # shared candidates also save copies of their sliced weights (kernel centres, PW2's first
+    # inputs): ~5 MB on quadranet whatever the batch, so measure at a batch where activations
+    # count (the search's is 64: 1.02×)
+    images = torch.randn(16 if shared else 2, 3, 32, 32)
     child_bytes = saved_tensor_bytes(lambda: child(images), list(child.parameters()))
     net.set_ops(ops)
     super_bytes = saved_tensor_bytes(lambda: net(images), list(net.parameters()))
     assert child_bytes > 0
     assert super_bytes <= 1.2 * child_bytes, (super_bytes, child_bytes)
+
+
+def test_shared_quadrablocks_hold_one_set_of_weights_that_every_candidate_trains():
+    net = toy_supernet(weight_sharing=True)
+    independent = toy_supernet(weight_sharing=False)
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    assert count(net) < count(independent)
+    for mixed in net.mixed_ops:
+        assert mixed.shared is not None and not list(mixed.candidates.parameters())
+    # a weight step through the SMALL candidate trains the centre of the shared k5 filters and
+    # the first hidden channels only (the rest moves by weight decay alone: zero gradient)
+    strategy = ProxylessStrategy(net, seed=0)
+    images, labels = batch()
+    small = [net.space.candidates.index("k3e2")] * net.space.num_layers
+    strategy.weight_step(images, labels, 0, paths=torch.tensor(small))
+    for mixed in net.mixed_ops:
+        big = mixed.shared.largest
+        grad = big.spatial.weight.grad
+        assert grad[:, :, 1:4, 1:4].abs().sum() > 0
+        assert grad[:, :, 0].eq(0).all() and grad[:, :, :, 4].eq(0).all()
+        hidden = mixed.shared.hidden(2)
+        grad = big.mlp.pw1.weight.grad.flatten(1)
+        assert grad[:hidden].abs().sum() > 0 and grad[hidden:].eq(0).all()
+        assert big.mlp.pw2.weight.grad[:, hidden:].eq(0).all()

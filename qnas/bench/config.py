@@ -77,6 +77,8 @@ class SupernetBenchConfig:
     seed: int = setting(0, help="Seed of the child, the weights and the inputs.")
     threads: int | None = setting(None, shown="every core this process may use",
                                   help="torch intra-op threads.")
+    weight_sharing: bool = setting(True, flag="--no-weight-sharing", help="Shared QuadraBlock candidates (the search's "
+                                              "default; off: ProxylessNAS's independent ones).")
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "resolution", "num_classes", "rounds"):

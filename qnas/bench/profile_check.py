@@ -15,14 +15,22 @@ roofline with a few µs of launch overhead does not model; running at a larger b
 (``batches=(1, 32)``) shows how the profile fares once the GPU itself is the bottleneck. The
 ``measured_us_per_kernel`` column (measured time / kernels in qnas's decomposition) makes that
 visible.
+
+Without a GPU, :func:`check_against` sets the profiles beside a committed measurement file
+instead (``qnas bench profile a100,h100 --against h100_eager_measurements.csv``, the file the
+h100 profile was fitted to): each single timing (a model or a block at its shape, batch 1 or 32)
+is predicted at its shape, and each recorded spread of a set of blocks (measured / an older
+profile's prediction: median, min, max over the set; the per-block timings were not kept) is set
+beside the same ratio of the profile's predictions.
 """
 from __future__ import annotations
 
 import re
 import statistics
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -31,6 +39,13 @@ from ..errors import QnasError
 from ..models.by_name import model_from_name
 from ..models.ops import is_identity
 from ..models.quadranet import MODEL_NAMES
+from ..predictors.calibrate import (
+    block_set,
+    measured_kernels,
+    read_measurements,
+    reference_profile,
+    resolve_reference_file,
+)
 from ..predictors.devices import device_info
 from ..predictors.measured import HOST_DEVICES, MeasuredPredictor, cpu_model
 from ..predictors.registry import profile_predictor
@@ -231,10 +246,10 @@ def format_check(result: ProfileCheck) -> str:
     """The printed report: one table per profile × batch, then the summary of medians."""
     lines = [f"profile predictions vs measurements ({result.measure}) on {result.hardware}",
              f"  measured: {result.measured_version}",
-             f"  space {result.space}, deployment shape {_shape_text(result.input_shape)} "
-             f"with N = {', '.join(map(str, result.batches))}",
-             "  rel_error = predicted / measured - 1; IQR = measured inter-quartile range / "
-             "median; us/kernel = measured time / kernels in qnas's decomposition"]
+             (f"  space {result.space}, deployment shape {_shape_text(result.input_shape)} "
+             f"with N = {', '.join(map(str, result.batches))}"),
+             ("  rel_error = predicted / measured - 1; IQR = measured inter-quartile range / "
+             "median; us/kernel = measured time / kernels in qnas's decomposition")]
     lines += [f"  note: {note}" for note in result.notes]
     shown = ["op", "shape", "layer", "kernels", "predicted_ms", "measured_ms", "rel_error",
              "measured_iqr", "measured_us_per_kernel"]
@@ -243,8 +258,8 @@ def format_check(result: ProfileCheck) -> str:
         for (profile, relation_, batch), group in result.table.groupby(
                 ["profile", "relation", "batch"], sort=False):
             version = group["predicted_source"].iloc[0]
-            lines += ["", f"== {profile} ({version}) vs {result.measure} [{relation_}], "
-                          f"batch {batch}"]
+            lines += ["", (f"== {profile} ({version}) vs {result.measure} [{relation_}], "
+                          f"batch {batch}")]
             frame = group[shown].rename(columns={"measured_iqr": "IQR",
                                                  "measured_us_per_kernel": "us/kernel"})
             lines.append(frame.to_string(index=False))
@@ -255,5 +270,142 @@ def format_check(result: ProfileCheck) -> str:
                                  f"{100 * statistics.median(errors.abs()):.0f}% "
                                  f"(range {100 * errors.min():+.0f}% … {100 * errors.max():+.0f}%)")
         lines += ["", "summary (ratios = measured / predicted):",
+                  result.summary().to_string(index=False)]
+    return "\n".join(lines)
+
+
+# --- against a committed measurement file (no GPU needed) ---------------------------------------
+AGAINST_COLUMNS = ["profile", "relation", "batch", "kind", "check", "what", "shape", "kernels",
+                   "predicted", "measured", "rel_error", "unit", "predicted_source", "measured_on"]
+# the rows whose errors make up the printed medians: single timings and the median block of a set
+SUMMARISED_CHECKS = ("timing", "median ratio")
+
+
+@dataclass
+class AgainstCheck:
+    """Profiles set beside a committed measurement file (see the module doc)."""
+
+    table: pd.DataFrame
+    devices: list[str]
+    file: str
+    hardware: str
+    setup: str
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> pd.DataFrame:
+        """Per profile × batch × kind: median |rel error| over the single timings and the
+        median-block ratios of the sets (``n`` of them)."""
+        rows = []
+        keys = ["profile", "relation", "batch", "kind"]
+        used = self.table[self.table["check"].isin(SUMMARISED_CHECKS)]
+        for key, group in used.groupby(keys, sort=False):
+            errors = group["rel_error"]
+            rows.append(dict(zip(keys, key), n=len(group),
+                             median_abs_rel_error=float(errors.abs().median()),
+                             min_rel_error=float(errors.min()), max_rel_error=float(errors.max())))
+        return pd.DataFrame(rows, columns=keys + ["n", "median_abs_rel_error", "min_rel_error",
+                                                  "max_rel_error"])
+
+
+def check_against(devices: str | Sequence[str], measurements: str) -> AgainstCheck:
+    """Predict every row of the measurement file ``measurements`` (a path, or a file name in
+    the shipped ``predictors/reference/``) with each profile device."""
+    if isinstance(devices, str):
+        devices = [d for d in devices.split(",") if d.strip()]
+    if not devices:
+        raise QnasError("name at least one profile device, e.g. 'qnas bench profile h100 "
+                        "--against h100_eager_measurements.csv'")
+    infos = [device_info(d.strip()) for d in devices]
+    for info in infos:
+        if info.kind != "profile":
+            raise QnasError(f"device '{info.name}' is {info.kind}, not a profile; name a "
+                            f"profile device to check (e.g. h100, a100)")
+    path = resolve_reference_file(measurements)
+    table = read_measurements(path)
+    predictors = [profile_predictor(info.name) for info in infos]
+    hardware = str(table["gpu"].iloc[0])
+    first = table.iloc[0]
+    setup = (f"PyTorch {first['torch']}, cuDNN {first['cudnn']}, CUDA {first['cuda']}, driver "
+             f"{first['driver']}; {first['dtype']}; {first['timing']}")
+    rows = []
+    for row in table.itertuples():
+        if row.kind in ("model", "block"):
+            kernels = measured_kernels(row.kind, row.timed, row.input_shape)
+            for predictor in predictors:
+                predicted = predictor.predict_kernels(kernels).latency_ms
+                rows.append({"profile": predictor.device,
+                             "relation": relation(predictor.device, str(row.gpu)),
+                             "batch": int(row.batch), "kind": row.kind, "check": "timing",
+                             "what": row.timed, "shape": row.input_shape,
+                             "kernels": len(kernels), "predicted": predicted,
+                             "measured": float(row.latency_ms),
+                             "rel_error": predicted / float(row.latency_ms) - 1, "unit": "ms",
+                             "predicted_source": f"profile {predictor.version}",
+                             "measured_on": str(row.gpu)})
+            continue
+        members = [measured_kernels("block", op, shape) for op, shape in block_set(row)]
+        reference = reference_profile(row.ratio_to)
+        before = [reference.predict_kernels(m).latency_ms for m in members]
+        for predictor in predictors:
+            ratios = sorted(predictor.predict_kernels(m).latency_ms / b
+                            for m, b in zip(members, before))
+            for check, value, measured in (
+                    ("median ratio", statistics.median(ratios), row.ratio_median),
+                    ("min ratio", ratios[0], row.ratio_min),
+                    ("max ratio", ratios[-1], row.ratio_max)):
+                rows.append({"profile": predictor.device,
+                             "relation": relation(predictor.device, str(row.gpu)),
+                             "batch": int(row.batch), "kind": "block", "check": check,
+                             "what": f"{len(members)} blocks ({row.timed.replace(';', ',')})",
+                             "shape": row.input_shape.replace(";", ","),
+                             "kernels": sum(len(m) for m in members), "predicted": value,
+                             "measured": float(measured),
+                             "rel_error": value / float(measured) - 1,
+                             "unit": f"x {reference.version}",
+                             "predicted_source": f"profile {predictor.version}",
+                             "measured_on": str(row.gpu)})
+    frame = pd.DataFrame(rows, columns=AGAINST_COLUMNS)
+    notes = []
+    for predictor in predictors:
+        if relation(predictor.device, hardware) == "cross-check":
+            notes.append(f"{predictor.device}: cross-check only — {predictor.device} profile vs a "
+                         f"measurement on {hardware}; this is NOT a validation of "
+                         f"{predictor.device}")
+        elif predictor.measurements and Path(str(predictor.measurements)).name == path.name:
+            outside = predictor.outside_fit or {}
+            notes.append(f"{predictor.device} was fitted to this file: its errors here are IN "
+                         f"the fit; outside the fit ({outside.get('method')}): median "
+                         f"{outside.get('median_pct')}%, max {outside.get('max_pct')}%")
+    return AgainstCheck(frame, [p.device for p in predictors], str(path), hardware, setup, notes)
+
+
+def format_against(result: AgainstCheck) -> str:
+    """The printed report of :func:`check_against`."""
+    lines = [f"profile predictions vs the measurements in {result.file}",
+             f"  measured on {result.hardware}: {result.setup}",
+             ("  rel_error = predicted / measured - 1; a 'ratio' row compares the spread of a set "
+             "of blocks whose single timings were not recorded (measured / an older profile's "
+             "prediction, median, min and max over the set) with the same ratio of this "
+             "profile's predictions")]
+    lines += [f"  note: {note}" for note in result.notes]
+    shown = ["batch", "kind", "check", "what", "shape", "kernels", "predicted", "measured",
+             "unit", "rel_error"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20,
+                           "display.max_colwidth", 60, "display.float_format", "{:.4g}".format):
+        for (profile, relation_), group in result.table.groupby(["profile", "relation"],
+                                                                sort=False):
+            lines += ["", f"== {profile} ({group['predicted_source'].iloc[0]}) [{relation_}]"]
+            lines.append(group[shown].to_string(index=False))
+            for batch in sorted(group["batch"].unique()):
+                for kind in ("block", "model"):
+                    errors = group.loc[(group["batch"] == batch) & (group["kind"] == kind)
+                                       & group["check"].isin(SUMMARISED_CHECKS), "rel_error"]
+                    if len(errors):
+                        lines.append(f"batch {batch}: median |rel error| of {len(errors)} "
+                                     f"{kind} check{'s' if len(errors) > 1 else ''}: "
+                                     f"{100 * statistics.median(errors.abs()):.0f}% "
+                                     f"(range {100 * errors.min():+.0f}% … "
+                                     f"{100 * errors.max():+.0f}%)")
+        lines += ["", "summary (timings and median-block ratios):",
                   result.summary().to_string(index=False)]
     return "\n".join(lines)

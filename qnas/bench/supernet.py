@@ -45,7 +45,7 @@ def bench_supernet(config: SupernetBenchConfig | None = None) -> pd.DataFrame:
     with torch_threads(config.threads, BENCHMARK) as threads:
         space = load_space(config.space)
         torch.manual_seed(config.seed)
-        supernet = Supernet(space, config.num_classes)
+        supernet = Supernet(space, config.num_classes, weight_sharing=config.weight_sharing)
         strategy = ProxylessStrategy(supernet, seed=config.seed)
         ops = sample_architecture(space, config.seed)
         paths = torch.tensor([space.candidates.index(op) for op in ops])

@@ -10,11 +10,17 @@ from pathlib import Path
 import click
 
 from ..bench.config import BlockBenchConfig, DataSpreadConfig, SupernetBenchConfig
+from ..runtime.accelerator import ACCELERATOR_HELP
+from ..runtime.threads import BENCHMARK, MEASURING, TRAINING
 from . import cli
-from .options import config_options, parse_shape, resolve_config
+from .options import config_options, input_shape_option, parse_shape, resolve_config, threads_help
 
 
-@cli.group("bench")
+@cli.group("bench", epilog="""\b
+Examples:
+  qnas bench blocks                       # the paper's Table II
+  qnas bench supernet --batch-size 32
+  qnas bench data-spread --seeds 2""")
 def bench() -> None:
     """Benchmarks (blocks, ...); results as printed tables and CSV files."""
 
@@ -22,8 +28,15 @@ def bench() -> None:
 @bench.command("blocks", epilog="""\b
 Examples:
   qnas bench blocks
-  qnas bench blocks --kinds quadra,hor --channels 64 --device cuda --batch 64""")
-@config_options(BlockBenchConfig)
+  qnas bench blocks --kinds quadra,hor --channels 64 --accelerator cuda --batch-size 64
+\b
+--accelerator and --batch-size were --device and --batch before (accepted until the next
+release, with a note).""")
+@config_options(BlockBenchConfig, rename={"batch": "--batch-size", "device": "--accelerator"},
+                deprecated={"batch": ("--batch",), "device": ("--device",)},
+                helps={"device": ACCELERATOR_HELP.replace("auto (the GPU when one is "
+                                                          "visible), ", "")},
+                purpose=BENCHMARK)
 @click.option("--out", default="runs/bench/blocks.csv", show_default=True,
               type=click.Path(dir_okay=False),
               help="CSV of the block table; the QuadraConv2d table goes to <stem>_quadraconv.csv.")
@@ -61,8 +74,11 @@ def blocks_command(out, quadraconv, **options) -> None:
     click.echo(f"wall time {time.perf_counter() - start:.1f} s")
 
 
-@bench.command("supernet")
-@config_options(SupernetBenchConfig)
+@bench.command("supernet", epilog="""\b
+Examples:
+  qnas bench supernet
+  qnas bench supernet --space proxyless_mbconv --batch-size 32 --rounds 5""")
+@config_options(SupernetBenchConfig, purpose=BENCHMARK)
 def bench_supernet_command(**options) -> None:
     """Step time and saved activations: supernet weight/arch step vs the same child's step."""
     config = resolve_config(SupernetBenchConfig, options)
@@ -82,16 +98,20 @@ def bench_supernet_command(**options) -> None:
                f"saved-for-backward ratio {weight.saved_ratio:.2f} (goal ≤ {weight.saved_goal})")
 
 
-@bench.command("predictor")
+@bench.command("predictor", epilog="""\b
+Examples:
+  qnas bench predictor
+  qnas bench predictor --children 10 --input-shape 1x3x224x224 --no-build""")
 @click.option("--children", default=5, show_default=True, type=click.IntRange(min=1),
               help="Random QuadraNet children to compare.")
-@click.option("--input-shape", default="1x3x64x64", show_default=True)
+@input_shape_option(default="1x3x64x64")
 @click.option("--space", default="quadranet", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--samples", default=100, show_default=True, type=click.IntRange(min=2),
               help="Samples per kernel type if the host predictor has to be built first.")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="torch threads [default: the built predictor's].")
+              help=threads_help(MEASURING)[:-2] + ": the count the host predictor was built "
+                                                  "with].")
 @click.option("--build/--no-build", default=True, show_default=True,
               help="Build the host-cpu predictor first when none is registered.")
 def bench_predictor_command(children, input_shape, space, seed, samples, threads, build) -> None:
@@ -116,8 +136,15 @@ def _batches(text: str) -> list[int]:
     return values
 
 
-@bench.command("profile")
+@bench.command("profile", epilog="""\b
+Examples:
+  qnas bench profile a100,h100 --against h100_eager_measurements.csv   # no GPU needed
+  qnas bench profile h100 --measure host-cuda --batch 1,32             # on an H100""")
 @click.argument("device")
+@click.option("--against", "against", default=None, metavar="FILE.csv",
+              help="Check against a committed measurement file instead of measuring here (a "
+                   "path, or a file of predictors/reference/ such as "
+                   "h100_eager_measurements.csv); --measure and the timing options are unused.")
 @click.option("--measure", default="host-cuda", show_default=True,
               type=click.Choice(["host-cuda", "host-cpu"]),
               help="The measured backend (the hardware the profile is checked against).")
@@ -137,19 +164,27 @@ def _batches(text: str) -> list[int]:
               help="torch intra-op threads while timing  [default: 1 or $QNAS_HOST_THREADS]")
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="CSV of the long table  [default: runs/bench/profile_<DEVICE>.csv]")
-def profile_command(device, measure, space, batch, models, resolution, repeats, warmup, threads,
-                    out) -> None:
+def profile_command(device, against, measure, space, batch, models, resolution, repeats, warmup,
+                    threads, out) -> None:
     """Check profile DEVICE (or several, comma-separated) against measurements here.
 
     Each candidate block of the space at each distinct layer input shape, and each model, is
     predicted with the profile and measured with --measure; prints the tables and the median
     |rel error|, writes a CSV. A profile of other hardware than the one measured is labelled a
-    cross-check, not a validation.
+    cross-check, not a validation. With --against FILE.csv, every row of a committed
+    measurement file is predicted at its own shape and batch instead (no GPU needed).
     """
-    from ..bench.profile_check import check_profile, format_check
+    from ..bench.profile_check import check_against, check_profile, format_against, format_check
     from ..runtime.files import write_csv_atomic
 
     start = time.perf_counter()
+    if against:
+        checked = check_against(device, against)
+        path = write_csv_atomic(checked.table, out or
+                                f"runs/bench/profile_{'_'.join(checked.devices)}_against.csv")
+        click.echo(format_against(checked))
+        click.echo(f"wrote {path}")
+        return
     result = check_profile(device, measure=measure, space=space, batches=_batches(batch),
                            models=models.split(","), resolution=resolution, repeats=repeats,
                            warmup=warmup, threads=threads,
@@ -165,7 +200,9 @@ def profile_command(device, measure, space, batch, models, resolution, repeats, 
 Examples:
   qnas bench data-spread                       # digit-pairs, the default space, cortexA76
   qnas bench data-spread --data digits --seeds 2""")
-@config_options(DataSpreadConfig)
+@config_options(DataSpreadConfig, purpose=TRAINING,
+                helps={"device": "Target device (a name from 'qnas devices') whose latency "
+                                 "table defines 'equal latency' and 'largest'."})
 @click.option("--out", default="runs/bench/data-spread", show_default=True,
               type=click.Path(file_okay=False),
               help="Folder of the children's best.json and trainings (reused when run again).")
@@ -188,3 +225,51 @@ def data_spread_command(out, **options) -> None:
     for line in spread_summary(table):
         click.echo(line)
     click.echo(f"wrote {Path(out) / 'data_spread.csv'}  ({time.perf_counter() - start:.0f} s)")
+
+
+@bench.command("calibrate-host", epilog="""\b
+Examples:
+  qnas bench calibrate-host --out runs/bench/host_calibration
+  qnas bench calibrate-host --home ~/.config/qnas --name my-laptop-ort   # keep the device""")
+@click.option("--out", default="runs/bench/host_calibration", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Folder for host_calibration.csv, lomo.csv, the fitted profile, report.md.")
+@click.option("--name", "device_name", default="host-ort", show_default=True,
+              help="Name of the user device to fit and register (not a shipped device's).")
+@click.option("--home", default=None, type=click.Path(file_okay=False),
+              help="QNAS_HOME to register the device in  [default: a temporary one, removed "
+                   "afterwards]")
+@click.option("--children", default=6, show_default=True, type=click.IntRange(min=5),
+              help="Random QuadraNet children (not in the calibration set) to predict and time.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help=threads_help(MEASURING)[:-1] + ": onnxruntime's, here.")
+@click.option("--repeats", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Timed runs per model (median).")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--clock", default="cpu", show_default=True, type=click.Choice(["cpu", "wall"]),
+              help="cpu: CPU time of the one thread that runs the model (steady on a shared "
+                   "machine); wall: wall clock. Both are reported.")
+@click.option("--like", default="cortexA76", show_default=True,
+              help="The shipped profile the fit starts from.")
+def calibrate_host_command(out, device_name, home, children, seed, threads, repeats, warmup,
+                           clock, like) -> None:
+    """Prove the calibrate-your-own-device workflow here: time the calibration set with
+    onnxruntime, fit a user device from those numbers alone, and check it on QuadraNet
+    children that are not in the set (goal: median |rel. error| ≤ 15%)."""
+    from ..bench.host_calibration import calibrate_host, format_table, summary_lines
+    from ..runtime.threads import resolve_threads
+    from .options import frame_text
+
+    threads = resolve_threads(threads, MEASURING)
+    start = time.perf_counter()
+    result = calibrate_host(out, device=device_name, home=home, children=children, seed=seed,
+                            threads=threads, warmup=warmup, repeats=repeats, clock=clock,
+                            like=like, progress=lambda msg: click.echo(f"  {msg}", err=True))
+    click.echo(frame_text(format_table(result).drop(columns="ops")))
+    for line in summary_lines(result):
+        click.echo(line)
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"wrote {Path(out) / 'report.md'}, host_calibration.csv, lomo.csv, "
+               f"{device_name}.yaml  ({time.perf_counter() - start:.0f} s)")

@@ -6,21 +6,27 @@ import time
 import click
 
 from . import cli
+from .options import verbosity_options
 
 
-@cli.command("demo")
+@cli.command("demo", epilog="""\b
+Examples:
+  qnas demo                      # runs/demo: search -> export -> retrain -> latency
+  qnas demo --out runs/demo2 -q  # elsewhere, printing only the summary
+\b
+Run it again to finish what an interrupted demo left (finished steps are skipped).""")
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder of the demo's artefacts; a demo there is finished, not repeated.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo_command(out: str, quiet: bool) -> None:
-    """Search (cortexA76, 300 ms, digits) → export → short retrain → latency report."""
-    from tqdm.auto import tqdm
-
+@verbosity_options
+def demo_command(out: str, quiet: bool, verbose: bool) -> None:
+    """Search (cortexA76, 300 ms, digit-pairs) → export → short retrain → latency report."""
     from ..demo import run_demo
+    from ..runtime.log import console_echo, progress_wanted, verbose_console
     from ..units import format_ms
 
     started = time.perf_counter()
-    result = run_demo(out, progress=not quiet, echo=tqdm.write)
+    with verbose_console(verbose):
+        result = run_demo(out, progress=progress_wanted(quiet), echo=console_echo(quiet))
     facts = result.facts
     click.echo("")
     click.echo(f"searched:   {facts['ops']}")
@@ -38,11 +44,17 @@ def demo_command(out: str, quiet: bool) -> None:
                f"{measurement.threads} thread(s), {'x'.join(map(str, measurement.input_shape))}"
                f"); host-cpu table sum {facts['table_sum_error']:+.1%} off PyTorch")
     click.echo("")
-    click.echo(f"best.json:  {result.best_path}")
+    click.echo(f"best.json:  {result.best_path}  (+ child.pt: all that export and retrain "
+               f"need)")
     click.echo(f"export:     {result.export_dir}  (child.pt, child.onnx, child.torchscript.pt, "
                f"MODEL_CARD.md)")
     click.echo(f"retrain:    {result.retrain_dir}  (best.pt, last-*.pt, retrain_log.csv, "
-               f"retrain.json)")
-    click.echo(f"log:        {result.out / 'search' / 'search_log.csv'}")
+               f"retrain.json, run.log)")
+    click.echo(f"log:        {result.out / 'search' / 'run.log'}, "
+               f"{result.out / 'search' / 'search_log.csv'}")
+    sizes = facts.get("sizes") or {}
+    if sizes:
+        click.echo("sizes:      " + ", ".join(f"{name} {size / 1e6:.2f} MB"
+                                              for name, size in sizes.items()))
     steps = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
     click.echo(f"time:       {time.perf_counter() - started:.0f} s ({steps})")

@@ -3,20 +3,24 @@
 The flow (ProxylessNAS's "convert to a normal net"):
 
 1. read ``best.json`` (:func:`qnas.nas.best.load_best` refuses a corrupt file, a newer schema
-   and another space) and the supernet checkpoint next to it;
-2. build the child — identity layers removed — with the supernet's weights of the chosen ops
-   (:meth:`Supernet.child`), for the data's number of classes;
-3. verify BEFORE writing anything: the child's output equals the supernet's under that
-   architecture (training resolution, batch 3); onnxruntime's output equals PyTorch's (batch 1
-   and 3, and the deployment shape); the TorchScript module reloads and matches;
+   and another space) and the child's inherited weights next to it: ``child.pt``, written by
+   the search (checked against best.json's checksum) — or, for a best.json of qnas < 0.2 or
+   when child.pt was not copied along, the supernet checkpoint;
+2. build the child — identity layers removed — with those weights (from a supernet:
+   :meth:`Supernet.child`), for the data's number of classes;
+3. verify BEFORE writing anything: from a supernet, the child's output equals the supernet's
+   under that architecture (training resolution, batch 3); onnxruntime's output equals
+   PyTorch's (batch 1 and 3, and the deployment shape); the TorchScript module reloads and
+   matches;
 4. write ``child.pt`` (state dict + architecture, see :func:`load_child`), ``child.onnx``
    (opset ≥ 17, dynamic batch/height/width), ``child.torchscript.pt`` and ``MODEL_CARD.md`` —
    all into a temporary folder first, then moved into place; a refusal or a failed check
    writes nothing at all.
 
-Children with BatchNorm (the ``mbconv`` space) get their running statistics re-estimated on the
-search's training data after step 3's first check, exactly as the search did before measuring
-``val_top1`` (a supernet's statistics mix every path).
+Children with BatchNorm (the ``mbconv`` space) need running statistics of their own (a
+supernet's mix every path): a search's child.pt holds them, re-estimated on the search's
+training data before it measured ``val_top1``; from a supernet checkpoint they are re-estimated
+the same way after step 3's first check.
 """
 from __future__ import annotations
 
@@ -94,6 +98,7 @@ class ExportResult:
     verification: pd.DataFrame
     layers: pd.DataFrame
     batchnorm: str | None = None
+    weights: str = ""                      # where the inherited weights were read from
     card: str = field(default="", repr=False)
 
     def describe(self) -> str:
@@ -219,8 +224,9 @@ def model_card(best: BestArch, result: ExportResult, opset: int | None) -> str:
         f"`{best.path}` (written by qnas {raw.get('qnas_version', '?')}"
         + (f" on {raw['created']}" if raw.get("created") else "") + ").",
         f"Search space `{space.name}` (hash `{space.hash}`, macro `{space.macro}`), seed "
-        f"{best.seed}. Weights: inherited from the supernet checkpoint "
-        f"`{raw['supernet_checkpoint']}` — not retrained.",
+        f"{best.seed}. Weights: inherited from the supernet (read from "
+        f"`{Path(result.weights).name if result.weights else raw['supernet_checkpoint']}`) — "
+        f"not retrained.",
         "",
         "## Architecture",
         "",
@@ -333,22 +339,37 @@ def export_child(best_path: str | os.PathLike | BestArch, out: str | os.PathLike
     out = Path(out) if out is not None else best.path.parent / "export"
     _check_out(out)
 
-    supernet = best_supernet(best)
-    num_classes = supernet.num_classes
     resolution = best_resolution(best)
     in_chans = best.space.input_shape[1]
-    child = supernet.child(best.ops).eval()
-    echo(f"child of {best.path}: {best.space.describe_ops(best.ops)} ({num_classes} classes)")
     x = verify_inputs(in_chans, resolution)
     checks: list[dict] = []
-    with torch.no_grad():
-        if verify:
-            supernet.set_ops(best.ops)
-            check_close(checks, "child vs supernet (same ops)", x.shape, child(x), supernet(x),
-                        CHILD_ATOL, 0.0)
-        supernet.clear_paths()
-    del supernet
-    batchnorm = _recalibrate(child, best, echo)
+    child_file = best.child_file
+    if child_file is not None and child_file.is_file():
+        state, num_classes, source = best.inherited_state(echo)
+        child = best.build_child(num_classes=num_classes)
+        child.load_state_dict(state, strict=True)
+        child.eval()
+        batchnorm = (best.record.child_weights or {}).get("batchnorm")
+        echo(f"child of {best.path}: {best.space.describe_ops(best.ops)} ({num_classes} "
+             f"classes), weights from {source} (checksum verified)")
+    else:
+        if child_file is not None:
+            echo(f"note: {child_file} is missing; taking the child's weights from the "
+                 f"supernet checkpoint {best.supernet_checkpoint}")
+        supernet = best_supernet(best)
+        num_classes = supernet.num_classes
+        source = str(best.supernet_checkpoint)
+        child = supernet.child(best.ops).eval()
+        echo(f"child of {best.path}: {best.space.describe_ops(best.ops)} ({num_classes} "
+             f"classes), weights from the supernet checkpoint {source}")
+        with torch.no_grad():
+            if verify:
+                supernet.set_ops(best.ops)
+                check_close(checks, "child vs supernet (same ops)", x.shape, child(x),
+                            supernet(x), CHILD_ATOL, 0.0)
+            supernet.clear_paths()
+        del supernet
+        batchnorm = _recalibrate(child, best, echo)
 
     deploy_shape = (1, in_chans, *best.input_shape[2:])
     with torch.no_grad():
@@ -402,7 +423,7 @@ def export_child(best_path: str | os.PathLike | BestArch, out: str | os.PathLike
         macs_shape=tuple(best.input_shape),
         verification=pd.DataFrame(checks, columns=["check", "input", "max_abs_diff", "atol",
                                                    "rtol", "passed"]),
-        layers=layers, batchnorm=batchnorm)
+        layers=layers, batchnorm=batchnorm, weights=source)
     result.card = model_card(best, result, opset if "onnx" in formats else None)
     contents[CARD_NAME] = result.card.encode("utf-8")
     _commit(out, contents)

@@ -171,7 +171,8 @@ def measure_best(best_path: str | os.PathLike | BestArch,
 
     The child is ``export_dir/child.pt`` (+ ``child.onnx``) when that folder (default
     ``<best.json folder>/export``) holds an export of this architecture; otherwise it is built
-    from the supernet checkpoint exactly as ``qnas export`` builds it, and exported to ONNX in
+    from its inherited weights (``child.pt`` next to best.json, else the supernet checkpoint)
+    exactly as ``qnas export`` builds it, and exported to ONNX in
     memory. ``input_shape`` defaults to the best.json's deployment shape.
     """
     echo = echo or (lambda message: None)
@@ -189,8 +190,10 @@ def measure_best(best_path: str | os.PathLike | BestArch,
             f" and {onnx_model}" if onnx_model is not None else " (ONNX exported in memory)")
     else:
         child, onnx_model = inherited_child(best), None
-        origin = (f"child built from the supernet checkpoint {best.supernet_checkpoint} as "
-                  f"'qnas export' builds it (no export in {export_dir}); ONNX exported in memory")
+        source = (best.child_file if best.child_file is not None and best.child_file.is_file()
+                  else f"the supernet checkpoint {best.supernet_checkpoint}")
+        origin = (f"child built from {source} as 'qnas export' builds it (no export in "
+                  f"{export_dir}); ONNX exported in memory")
     echo(f"timing {origin} at {'x'.join(map(str, shape))}")
     table = measure_child(child, shape, onnx_model, repeats=repeats, warmup=warmup,
                           threads=threads)

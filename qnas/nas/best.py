@@ -23,15 +23,28 @@ space). Schema (version 1)::
                         measured, e.g. a fixed architecture)
     evaluation          {dataset, resolution, num_classes, split, weights}
     supernet_checkpoint path of the supernet checkpoint, relative to best.json's folder ("" when
-                        there is none)
+                        there is none, e.g. after ``--keep-checkpoints 0``)
+    child_weights       {file, sha256, bytes, weights, batchnorm}: the derived child with the
+                        weights it inherited from the supernet (``child.pt`` next to best.json,
+                        :func:`write_child`); what ``qnas export`` and ``qnas retrain --init
+                        inherit`` read. None in files of qnas < 0.2 (they fall back to the
+                        supernet checkpoint)
     warnings            one line each on what makes the result doubtful: the child is the
                         smallest of the space, the budget does not bind, the inherited top-1
                         is near chance
     seed, search, derivation, fixed_architecture, created
+
+``child.pt`` (:data:`CHILD_FORMAT`, also what ``qnas export`` writes into ``export/``) is a dict:
+``format``, ``format_version``, ``qnas_version``, ``state_dict``, ``ops``, ``layers``, ``space``
+(name, hash and the whole definition, so that no YAML is needed to rebuild it),
+``num_classes``, ``input_shape``, ``resolution``, ``batchnorm`` (how its BatchNorm statistics
+were set, None without BatchNorm) and ``best`` (what best.json says of it).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import math
 import time
@@ -41,14 +54,17 @@ from pathlib import Path
 from .. import __version__
 from ..errors import QnasError
 from ..predictors.registry import get
-from ..runtime.files import write_text_atomic
-from ..space import SearchSpace, load_space
+from ..runtime.files import write_bytes_atomic, write_text_atomic
+from ..space import SearchSpace, load_space, space_from_dict
 from .latency import predict_everywhere, within_budget
 
 SCHEMA = "qnas.best"
 SCHEMA_VERSION = 1
 KNOWN_VERSIONS = (1,)
 FILE_NAME = "best.json"
+CHILD_FILE = "child.pt"          # the derived child's inherited weights, next to best.json
+CHILD_FORMAT = "qnas-child"
+CHILD_FORMAT_VERSION = 1
 
 
 def _now() -> str:
@@ -72,6 +88,7 @@ class BestRecord:
     evaluation: dict
     seed: int
     supernet_checkpoint: str = ""
+    child_weights: dict | None = None          # child.pt: {file, sha256, bytes, ...}
     lut_latency_ms: float | None = None
     within_budget: bool | None = None          # computed by the rule when not given
     search: dict | None = None
@@ -165,6 +182,11 @@ class BestRecord:
         space = raw["space"]
         if not isinstance(space.get("name"), str) or not isinstance(space.get("hash"), str):
             raise QnasError(f"{where} is corrupt: 'space' needs a name and a hash")
+        child = raw.get("child_weights")
+        if child is not None and (not isinstance(child, dict)
+                                  or not isinstance(child.get("file"), str)
+                                  or not isinstance(child.get("sha256"), str)):
+            raise QnasError(f"{where} is corrupt: 'child_weights' needs a file and a sha256")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in raw.items() if key in known})
 
@@ -235,6 +257,44 @@ class BestArch:
         path = Path(self.record.supernet_checkpoint)
         return path if path.is_absolute() else self.path.parent / path
 
+    @property
+    def child_file(self) -> Path | None:
+        """``child.pt`` (the child's inherited weights), resolved against best.json's folder;
+        None when best.json records none (qnas < 0.2, fixed architectures)."""
+        child = self.record.child_weights
+        if not child:
+            return None
+        path = Path(child["file"])
+        return path if path.is_absolute() else self.path.parent / path
+
+    def inherited_state(self, echo=None) -> tuple[dict, int, str]:
+        """The child's weights inherited from the supernet: (state dict, classes, where they
+        came from). From ``child.pt`` when best.json names one and it is there (checked against
+        best.json's checksum and architecture); else from the supernet checkpoint (best.json of
+        qnas < 0.2, or a child.pt that was not copied along); one line when neither exists."""
+        child = self.child_file
+        if child is not None and child.is_file():
+            record = read_child(child, sha256=self.record.child_weights.get("sha256"))
+            if record["ops"] != self.ops or record["space"].get("hash") != self.space.hash:
+                raise QnasError(f"{child} holds another architecture than {self.path}; "
+                                f"export the child.pt written with this best.json, or search "
+                                f"again")
+            return record["state_dict"], int(record["num_classes"]), str(child)
+        supernet_path = self.supernet_checkpoint
+        if not self.record.supernet_checkpoint or not supernet_path.is_file():
+            named = f"{child} nor " if child is not None else ""
+            raise QnasError(f"neither {named}the supernet checkpoint "
+                            f"{supernet_path if self.record.supernet_checkpoint else '(none)'} "
+                            f"named in {self.path} exists: the child's inherited weights are "
+                            f"gone; copy them back next to best.json, or search again")
+        if child is not None and echo is not None:
+            echo(f"note: {child} is missing; taking the child's weights from the supernet "
+                 f"checkpoint {supernet_path}")
+        from .supernet import load_supernet
+
+        supernet = load_supernet(supernet_path, space=self.space)   # read once: it can be large
+        return supernet.child_state_dict(self.ops), supernet.num_classes, str(supernet_path)
+
     def build_child(self, num_classes: int | None = None, **kwargs):
         """The child network (fresh weights); identity layers dropped."""
         return self.space.build_child(self.ops, num_classes=num_classes, **kwargs)
@@ -269,3 +329,94 @@ def recorded_space(recorded: dict, path: Path) -> SearchSpace:
         raise QnasError(f"{path} was made for space '{recorded['name']}', which is not found "
                         f"(not shipped, and {source or 'its file'} does not exist); pass the "
                         f"space's YAML") from None
+
+
+# --- child.pt ---------------------------------------------------------------------------------
+
+def child_payload(space: SearchSpace, ops: list[str], state_dict: dict, num_classes: int,
+                  input_shape, resolution: int, batchnorm: str | None = None,
+                  best: dict | None = None) -> dict:
+    """What a ``child.pt`` holds (see the module doc)."""
+    return {
+        "format": CHILD_FORMAT, "format_version": CHILD_FORMAT_VERSION,
+        "qnas_version": __version__,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        "ops": list(ops),
+        "layers": [{"index": slot.index, "name": slot.name, "op": op}
+                   for slot, op in zip(space.layers, ops)],
+        "space": {"name": space.name, "hash": space.hash, "definition": space.raw},
+        "num_classes": int(num_classes),
+        "input_shape": [int(v) for v in input_shape],
+        "resolution": int(resolution),
+        "batchnorm": batchnorm,
+        "best": dict(best or {}),
+    }
+
+
+def child_bytes(payload: dict) -> bytes:
+    """``payload`` serialised as torch.save does (to write atomically, and to hash)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def write_child(path: str | Path, payload: dict) -> dict:
+    """Write ``child.pt`` atomically; returns what best.json records of it (``file`` relative
+    to the folder, ``sha256``, ``bytes``)."""
+    path = Path(path)
+    data = child_bytes(payload)
+    write_bytes_atomic(path, data)
+    return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+            "weights": "inherited from the supernet", "batchnorm": payload.get("batchnorm")}
+
+
+def read_child(path: str | Path, sha256: str | None = None) -> dict:
+    """The record of a ``child.pt`` (validated; its checksum compared with ``sha256`` when
+    given)."""
+    import torch
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise QnasError(f"{path} does not exist; export a child with 'qnas export "
+                        f"runs/<name>/best.json'") from None
+    except (IsADirectoryError, PermissionError) as err:
+        raise QnasError(f"cannot read {path} ({type(err).__name__})") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise QnasError(f"{path} does not match the checksum its best.json records (changed "
+                        f"or damaged since the search); search again, or remove it to fall "
+                        f"back to the supernet checkpoint")
+    try:
+        record = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 -- truncated, foreign or not a torch file
+        raise QnasError(f"{path} is not a readable qnas child ({type(err).__name__}); "
+                        f"export it again with 'qnas export'") from None
+    if not isinstance(record, dict) or record.get("format") != CHILD_FORMAT:
+        raise QnasError(f"{path} is not a qnas child (no \"format\": \"{CHILD_FORMAT}\"); "
+                        f"export one with 'qnas export'")
+    version = record.get("format_version")
+    if not isinstance(version, int) or version > CHILD_FORMAT_VERSION:
+        raise QnasError(f"{path} has child format version {version!r}, newer than this qnas "
+                        f"({__version__}) reads ({CHILD_FORMAT_VERSION}); upgrade qnas")
+    for key, kind in (("state_dict", dict), ("ops", list), ("space", dict),
+                      ("num_classes", int)):
+        if not isinstance(record.get(key), kind):
+            raise QnasError(f"{path} is corrupt: field {key!r} is missing or has the wrong type")
+    return record
+
+
+def child_space(record: dict, path: str | Path) -> SearchSpace:
+    """The search space embedded in a child.pt record (checked against its recorded hash)."""
+    space_info = record["space"]
+    try:
+        space = space_from_dict(space_info["definition"], source=f"{path} (embedded space)")
+    except (KeyError, TypeError) as err:
+        raise QnasError(f"{path} is corrupt: its space definition is unusable "
+                        f"({type(err).__name__})") from None
+    if space.hash != space_info.get("hash"):
+        raise QnasError(f"{path} is corrupt: its embedded space hashes to {space.hash}, not "
+                        f"the recorded {space_info.get('hash')}")
+    return space

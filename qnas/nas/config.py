@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import QnasError
+from ..runtime.accelerator import ACCELERATOR_HELP, ACCELERATORS, check_accelerator
 from ..settings import check_int, check_number, setting, to_dict
 from ..units import budget_label, format_ms, parse_budgets
 
@@ -87,7 +88,8 @@ class OptimConfig:
 class SearchConfig:
     """Everything that defines a search — or a warm-up-only run (``device=None``)."""
 
-    device: str | None = setting(None, help="Target device (see 'qnas devices'), e.g. cortexA76.")
+    device: str | None = setting(None, help="Target device (a name from 'qnas devices'), e.g. "
+                                                  "cortexA76.")
     latency: float | list[float] | str | None = setting(
         None, metavar="BUDGET",
         help="Latency budget: 300ms, 0.3s or 300000us. Several, comma-separated "
@@ -118,11 +120,22 @@ class SearchConfig:
                                    help="Start from a warmed-up supernet (qnas train-supernet); "
                                         "skips the warm-up.")
     # The paper's γ 1e-6 suits 300-epoch training from scratch; in a supernet warmed up for a
-    # few hundred steps, where each candidate is sampled 1/7 of the time, γ stays ~1e-4: every
-    # candidate is then ≈ identity and α learns from noise. At 0.1 the candidates differ and the
-    # warm-up still trains stably (1.0 diverges at lr 0.025).
-    layer_scale_init: float | None = setting(0.1, help="γ (layer scale) init of the supernet's "
-                                                       "QuadraBlocks (the paper: 1e-6).")
+    # few hundred steps γ barely moves under SGD (0.1 → 0.098–0.101 in 14 epochs): at 1e-6 every
+    # candidate stays ≈ identity, at 0.1 the blocks add little (the all-identity child scored
+    # 48.3% with inherited weights, other children 48.7–49.8%). With shared candidates 1.0 trains
+    # stably and the blocks matter (identity 39.7%, children 46–50%); independent candidates
+    # diverge at 1.0 (12–21%), so they keep 0.1.
+    layer_scale_init: float | None = setting(None, shown="1.0; 0.1 without weight sharing",
+                                             help="γ (layer scale) init of the supernet's "
+                                                  "QuadraBlocks (the paper: 1e-6).")
+    # independent candidates train only when sampled (1 step in 7) and a short warm-up learns
+    # to classify without the blocks: inherited top-1 then cannot tell children apart
+    # (measured: the all-identity child 59.5%, the searched ones 58.7-59.0%; see
+    # qnas/nn/shared_quadra.py). ProxylessNAS keeps them independent.
+    weight_sharing: bool = setting(True, flag="--no-weight-sharing", help="The QuadraBlock candidates of a layer share one "
+                                              "set of weights (kernel centres, first hidden "
+                                              "channels), as OFA does (ProxylessNAS: "
+                                              "independent).")
     # ProxylessNAS keeps the most probable child that fits. After a search of minutes α is far
     # from decided (search vs random, cortexA76 30 ms: entropy 1.54 of 1.95 nats), and that child
     # used 76% of the budget and ranked last of 10 by its top-1 with the supernet's weights: the
@@ -141,6 +154,18 @@ class SearchConfig:
     lut_cache_dir: str | None = setting(None, help="Folder of cached latency tables.", cli=False)
     threads: int | None = setting(None, shown="all cores but one",
                                   help="torch intra-op threads while training.")
+    accelerator: str = setting("auto", choices=ACCELERATORS, help=ACCELERATOR_HELP)
+    # a supernet checkpoint holds the supernet, both optimisers' state and every RNG: the
+    # largest file of a run. Once best.json and child.pt are written, export and retrain need
+    # neither; the newest one is kept by default to continue from it (--supernet, reports)
+    keep_checkpoints: int = setting(1, help="Supernet checkpoints kept once the run has "
+                                            "finished (0: none; export and retrain need only "
+                                            "best.json and child.pt). A running search keeps "
+                                            "the newest two checkpoints, to resume from.")
+    tensorboard: bool = setting(False, help="Also write TensorBoard scalars per epoch (loss, "
+                                            "E[LAT], arg-max latency, α entropy, top-1) to "
+                                            "<out>/tensorboard/ (needs: pip install "
+                                            "tensorboard).")
     optim: OptimConfig = setting(default_factory=OptimConfig, help="Optimiser settings.")
 
     DEFAULT_WARMUP_EPOCHS = 6          # with no --supernet
@@ -165,6 +190,12 @@ class SearchConfig:
             self.warmup_epochs = 0 if self.supernet else self.DEFAULT_WARMUP_EPOCHS
         check_int(self.warmup_epochs, "warmup_epochs", 0)
         check_number(self.arch_fraction, "arch_fraction", 0, 1, low_open=True)
+        if self.layer_scale_init is None:
+            self.layer_scale_init = 1.0 if self.weight_sharing else 0.1
+        check_number(self.layer_scale_init, "layer_scale_init", 0, low_open=True)
+        if not isinstance(self.weight_sharing, bool):
+            raise QnasError(f"weight_sharing must be True or False, got "
+                            f"{self.weight_sharing!r}")
         if self.derive not in DERIVE_MODES:
             raise QnasError(f"derive must be one of {', '.join(DERIVE_MODES)}, got "
                             f"{self.derive!r}")
@@ -172,6 +203,10 @@ class SearchConfig:
         check_number(self.derive_band, "derive_band", 0, 1, low_open=True)
         if self.threads is not None:
             check_int(self.threads, "threads", 1)
+        self.accelerator = check_accelerator(self.accelerator)
+        check_int(self.keep_checkpoints, "keep_checkpoints", 0)
+        if not isinstance(self.tensorboard, bool):
+            raise QnasError(f"tensorboard must be True or False, got {self.tensorboard!r}")
         if self.supernet is not None:
             self.supernet = str(self.supernet)
         if self.device is not None and self.latency is None:
@@ -214,11 +249,15 @@ class SearchConfig:
         """Everything, as written to ``config.json`` (``qnas search --config`` reads it back)."""
         return to_dict(self)
 
+    # settings that change where and how fast a run goes or what it leaves, not its results
+    NOT_IDENTITY = ("lut_cache_dir", "threads", "accelerator", "keep_checkpoints", "tensorboard")
+
     def identity(self) -> dict:
-        """What must match for ``resume`` (the cache folder and the thread count may change)."""
+        """What must match for ``resume`` (the cache folder, the thread count, the accelerator
+        and what is kept or logged may change)."""
         out = self.as_dict()
-        out.pop("lut_cache_dir")
-        out.pop("threads")
+        for key in self.NOT_IDENTITY:
+            out.pop(key)
         return out
 
     def describe_budgets(self) -> str:

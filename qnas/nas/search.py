@@ -13,6 +13,14 @@ the log), ``search_log.csv`` (one row per epoch), ``alpha_history.json`` (softma
 after each epoch), ``config.json`` (``qnas search --config`` repeats the run) and, at the end,
 ``best.json`` — or ``supernet.pt`` for a warm-up-only run. Batches and sampled paths are pure
 functions of (seed, epoch, step), so a resumed run ends where an uninterrupted one would.
+
+At the end the derived child's weights (inherited from the supernet, BatchNorm statistics
+re-estimated for it where it has BatchNorm) go into ``child.pt`` next to ``best.json``, which
+records its checksum: ``qnas export`` and ``qnas retrain --init inherit`` need nothing else.
+Then only the newest ``keep_checkpoints`` supernet checkpoints stay (default 1; 0: none) — never
+before ``best.json`` is written, since an unfinished run resumes from them. Every run folder
+also holds ``run.log`` (every message, with timestamps) and, with ``tensorboard=True``, a
+``tensorboard/`` folder of per-epoch scalars.
 """
 from __future__ import annotations
 
@@ -32,12 +40,13 @@ from ..nn.kernelwarehouse import kw_layers, kw_temperature
 from ..runtime import distributed
 from ..runtime.checkpoints import CheckpointStore
 from ..runtime.files import save_torch_atomic, write_csv_atomic, write_json_atomic
+from ..runtime.log import run_log
 from ..runtime.loop import ResumableRun, open_run_folder
 from ..runtime.threads import TRAINING, torch_threads
 from ..space import SearchSpace, load_space
 from ..units import format_ms
+from .best import CHILD_FILE, BestRecord, child_payload, write_child
 from .best import FILE_NAME as BEST
-from .best import BestRecord
 from .config import SearchConfig
 from .derive import (
     Derived,
@@ -95,6 +104,8 @@ class SearchResult:
     derived: Derived | None = None
     table: TableView | None = None
     seconds: float = 0.0
+    child_path: Path | None = None          # child.pt: the child's inherited weights
+    removed_checkpoints: list[Path] | None = None   # pruned after the run (keep_checkpoints)
 
     def layer_table(self) -> pd.DataFrame:
         """The chosen op per layer, its latency on the target device and its probability."""
@@ -119,16 +130,18 @@ class SearchRun(ResumableRun):
     progress_label = "search"
 
     def __init__(self, config: SearchConfig, out: Path, echo=None, predictor=None):
-        super().__init__(out, config.identity(), echo)
+        super().__init__(out, config.identity(), echo, tensorboard=config.tensorboard)
         c = self.config = config
         self.space: SearchSpace = load_space(c.space)
         self.space.check_resolution(c.resolution)
         self.predictor = predictor
-        self.device = distributed.training_device()
+        self.device = distributed.training_device(c.accelerator)
+        self.child_state: dict | None = None    # the derived child (finish), for child.pt
         self.data: SearchData = search_data(c.data, c.resolution, c.seed, c.arch_fraction)
         torch.manual_seed(c.seed)
         self.supernet = Supernet(self.space, self.data.num_classes, c.optim.alpha_init_std,
-                                 layer_scale_init=c.layer_scale_init)
+                                 layer_scale_init=c.layer_scale_init,
+                                 weight_sharing=c.weight_sharing)
         if c.supernet:
             load_supernet_weights(self.supernet, c.supernet)
         self.supernet.to(self.device)
@@ -258,6 +271,14 @@ class SearchRun(ResumableRun):
                      f"{format_ms(row['argmax_ms'])}")
         return text + f" ({row['seconds']:.0f}s)"
 
+    def scalars(self, row: dict) -> dict:
+        """TensorBoard: losses, top-1, E[LAT], arg-max latency, α entropy, lr per epoch."""
+        names = {"train_loss": "loss/train", "arch_loss": "loss/arch", "arch_ce": "loss/arch_ce",
+                 "train_top1": "top1/train", "val_top1_argmax": "top1/val_argmax",
+                 "expected_ms": "latency/expected_ms", "argmax_ms": "latency/argmax_ms",
+                 "entropy": "alpha/entropy", "lr": "lr/weights"}
+        return {tag: row[key] for key, tag in names.items() if key in row}
+
     def _arch_batch_stream(self, epoch: int, skip: int = 0):
         """The arch split's batches for ``epoch``, cycling; the first ``skip`` are dropped (a run
         resumed mid-epoch continues where it stopped)."""
@@ -342,8 +363,20 @@ class SearchRun(ResumableRun):
         selection = None
         if c.derive == "alpha+eval":
             derived, selection = self.select_by_inherited_top1(derived)
-        val_top1 = inherited_top1(net, derived.ops, self.data, self.data.val, c.batch_size,
-                                  c.seed)
+        # the child with the supernet's weights (BatchNorm statistics re-estimated for it, as
+        # inherited_top1 does): scored on validation, and kept for child.pt
+        child = net.child(derived.ops)
+        batchnorm = None
+        if has_batchnorm(child):
+            recalibrate_batchnorm(child, epoch_loader(self.data.weight_train, c.batch_size,
+                                                      c.seed, 0, WEIGHT_DATA, rank=0, world=1))
+            batchnorm = (f"re-estimated for this child on the search's training data "
+                         f"({self.data.name}, {self.data.resolution}×{self.data.resolution}, up "
+                         f"to 20 batches of {c.batch_size}), as the search did before measuring "
+                         f"val_top1")
+        val_top1 = evaluate_top1(child, epoch_loader(self.data.val, 256, c.seed, 0, VAL_DATA,
+                                                     shuffle=False, rank=0, world=1))
+        self.child_state = {"state_dict": child.state_dict(), "batchnorm": batchnorm}
         deploy = space.build_child(derived.ops).eval()
         prediction = self.predictor.predict(deploy, space.input_shape)
         probs = net.probs().detach()
@@ -365,7 +398,8 @@ class SearchRun(ResumableRun):
             evaluation={"dataset": self.data.name, "resolution": self.data.resolution,
                         "num_classes": self.data.num_classes, "split": "validation",
                         "weights": "inherited from the supernet"},
-            supernet_checkpoint=self.store.paths()[0].name, seed=c.seed,
+            supernet_checkpoint=(self.store.paths()[0].name if c.keep_checkpoints > 0 else ""),
+            seed=c.seed,
             search={"loss": c.loss, "lam": c.lam, "beta": c.beta, "epochs": c.epochs,
                     "warmup_epochs": c.warmup_epochs, "batch_size": c.batch_size,
                     "data": c.data, "supernet": c.supernet, "optim": c.optim.as_dict()},
@@ -377,6 +411,31 @@ class SearchRun(ResumableRun):
         for warning in record.warnings:
             self.echo(f"warning: {warning}")
         return derived, record
+
+    def write_result(self, record: BestRecord) -> tuple[Path, Path]:
+        """Rank 0: ``child.pt`` (the derived child's inherited weights), then ``best.json``
+        recording its checksum — both atomic; a crash between them leaves a run that
+        ``--resume`` finishes again."""
+        best_path, child_path = self.out / BEST, self.out / CHILD_FILE
+        if self.child_state is None:
+            raise QnasError("the search has not derived a child yet (finish() first)")
+        try:
+            record.child_weights = write_child(child_path, child_payload(
+                self.space, record.ops, self.child_state["state_dict"], self.data.num_classes,
+                record.input_shape, self.data.resolution, self.child_state["batchnorm"],
+                best={"path": str(best_path), "device": record.device,
+                      "target_latency_ms": record.target_latency_ms,
+                      "predicted_latency_ms": record.predicted_latency_ms,
+                      "val_top1": record.val_top1, "seed": record.seed}))
+            record.write(best_path)
+        except OSError as err:
+            raise QnasError(f"could not write {getattr(err, 'filename', None) or child_path} "
+                            f"({err.strerror or type(err).__name__}); the checkpoints are "
+                            f"intact: free some space, then finish with --resume --out "
+                            f"{self.out}") from None
+        self.debug(f"wrote {child_path} ({record.child_weights['bytes'] / 1e6:.2f} MB) and "
+                   f"{best_path}")
+        return best_path, child_path
 
     def select_by_inherited_top1(self, most_probable: Derived) -> tuple[Derived, dict]:
         """The ``alpha+eval`` derivation: the most probable child within the budget and up to
@@ -423,6 +482,16 @@ class SearchRun(ResumableRun):
         distributed.barrier()
         return path
 
+    def keep_only(self, keep: int) -> list[Path]:
+        """After the run: keep the newest ``keep`` checkpoints (say so when any went)."""
+        removed = self.prune_checkpoints(keep)
+        if removed:
+            kept = self.store.paths()
+            self.echo(f"removed {len(removed)} checkpoint(s) of the finished run (--keep-"
+                      f"checkpoints {keep}); "
+                      + (f"kept {', '.join(p.name for p in kept)}" if kept else "kept none"))
+        return removed
+
 
 def result_warnings(record: BestRecord, table: TableView, num_classes: int) -> list[str]:
     """What makes a search's result doubtful, one line each (empty when nothing does)."""
@@ -455,7 +524,7 @@ def start_run(config: SearchConfig, out: str | Path | None = None, resume: bool 
     """Join torchrun's group (if launched by it), look the device up, check the run folder,
     build the run, and resume it or write its ``config.json`` — nothing is written before
     every check has passed."""
-    distributed.init()
+    distributed.init(accelerator=config.accelerator)
     predictor = None
     if config.device is not None:
         from ..predictors import get
@@ -463,7 +532,7 @@ def start_run(config: SearchConfig, out: str | Path | None = None, resume: bool 
         predictor = get(config.device)     # an unknown backend fails before any work
     out = Path(out) if out is not None else config.default_out()
     resuming = open_run_folder(out, resume, CheckpointStore(out, SearchRun.checkpoint_prefix),
-                               "run", (BEST, SUPERNET))
+                               "run", (BEST, SUPERNET, CHILD_FILE))
     run = SearchRun(config, out, echo, predictor)
     run.begin(resuming, config.as_dict())
     return run
@@ -473,7 +542,7 @@ def search(config: SearchConfig, out: str | Path | None = None, resume: bool = F
            stop_after_epochs: int | None = None, progress: bool = False,
            echo: Callable[[str], None] | None = None,
            threads: int | None = None) -> SearchResult:
-    """Run a hardware-aware search and write ``best.json`` into ``out``.
+    """Run a hardware-aware search and write ``best.json`` and ``child.pt`` into ``out``.
 
     Args:
         config: what to search (device and ONE latency budget; several: :mod:`.sweep`).
@@ -484,24 +553,31 @@ def search(config: SearchConfig, out: str | Path | None = None, resume: bool = F
         progress: show a tqdm bar; ``echo`` receives one line per epoch and messages.
         threads: torch intra-op threads while training (default ``config.threads``, else all
             cores but one). Results are bit-identical only for the same thread count.
+
+    Every message also goes into ``out/run.log``. Once best.json is written, only the newest
+    ``config.keep_checkpoints`` supernet checkpoints are kept.
     """
     if config.device is None:
         raise QnasError("a search needs a target device, e.g. --device cortexA76")
     config.budget_ms                       # one budget: a sweep goes through qnas.nas.sweep
     started = time.perf_counter()
-    run = start_run(config, out, resume, echo)
-    with torch_threads(threads if threads is not None else config.threads, TRAINING):
-        if not run.run(stop_after_epochs, progress):
-            return SearchResult(run.out, False, pd.DataFrame(run.rows),
-                                seconds=time.perf_counter() - started)
-        derived, record = run.finish() if distributed.is_main() else (None, None)
-    derived, record = distributed.broadcast_object((derived, record))
-    best_path = run.out / BEST
-    if distributed.is_main():
-        record.write(best_path)
-    distributed.barrier()
+    out = Path(out) if out is not None else config.default_out()
+    with run_log(out):
+        run = start_run(config, out, resume, echo)
+        with torch_threads(threads if threads is not None else config.threads, TRAINING) as n:
+            run.debug(f"{n} torch thread(s), training on {run.device}")
+            if not run.run(stop_after_epochs, progress):
+                return SearchResult(run.out, False, pd.DataFrame(run.rows),
+                                    seconds=time.perf_counter() - started)
+            derived, record = run.finish() if distributed.is_main() else (None, None)
+        best_path, child_path = run.out / BEST, run.out / CHILD_FILE
+        if distributed.is_main():
+            run.write_result(record)
+        derived, record = distributed.broadcast_object((derived, record))
+        removed = run.keep_only(config.keep_checkpoints)
+        seconds = time.perf_counter() - started
     return SearchResult(run.out, True, pd.DataFrame(run.rows), best_path, record.to_dict(),
-                        derived, run.table, time.perf_counter() - started)
+                        derived, run.table, seconds, child_path, removed)
 
 
 def train_supernet(config: SearchConfig, out: str | Path | None = None, resume: bool = False,
@@ -512,11 +588,15 @@ def train_supernet(config: SearchConfig, out: str | Path | None = None, resume: 
     returns its path (None when stopped early). ``search(..., supernet=path)`` starts from it.
     The device and budget of ``config``, if any, are ignored."""
     config = config.warmup_only()
-    run = start_run(config, out, resume, echo)
-    with torch_threads(threads if threads is not None else config.threads, TRAINING):
-        if not run.run(stop_after_epochs, progress):
-            return None
-    return run.write_supernet()
+    out = Path(out) if out is not None else config.default_out()
+    with run_log(out):
+        run = start_run(config, out, resume, echo)
+        with torch_threads(threads if threads is not None else config.threads, TRAINING):
+            if not run.run(stop_after_epochs, progress):
+                return None
+        path = run.write_supernet()
+        run.keep_only(config.keep_checkpoints)
+    return path
 
 
 def summarize_log(log: pd.DataFrame) -> str:

@@ -27,7 +27,9 @@ from torch import nn
 
 from ..errors import QnasError
 from ..models.ops import IDENTITY, parse_op
-from ..nn.mbconv import MBConvView, SharedMBConv
+from ..nn.common import CandidateView
+from ..nn.mbconv import SharedMBConv
+from ..nn.shared_quadra import SharedQuadraBlock
 from ..runtime.checkpoints import load_verified
 from ..space import SearchSpace, load_space
 from .latency import masked_probs
@@ -38,12 +40,12 @@ class MixedOp(nn.Module):
     group of them (an arch step: the active one with autograd, the others without)."""
 
     def __init__(self, index: int, names: Sequence[str], modules: dict[str, nn.Module],
-                 shared: SharedMBConv | None = None):
+                 shared: SharedMBConv | SharedQuadraBlock | None = None):
         super().__init__()
         self.index = index
         self.names = list(names)                 # the space's candidates, by α column
         self.candidates = nn.ModuleDict(modules)  # only the allowed ones
-        self.shared = shared                     # the MBConv candidates' one set of weights
+        self.shared = shared                     # the candidates' one set of weights, if shared
         self.path: int | None = None
         self.group: tuple[int, ...] | None = None  # (active, others…)
         self.record: tuple[torch.Tensor, list[torch.Tensor]] | None = None
@@ -80,12 +82,16 @@ class Supernet(nn.Module):
         alpha_init_std: α ~ N(0, std²) (ProxylessNAS: 1e-3).
         layer_scale_init: γ init of the candidate blocks (QuadraNet macro only; None: the
             block's default, the paper's 1e-6).
+        weight_sharing: the QuadraBlock candidates of a layer share one set of weights
+            (:class:`qnas.nn.shared_quadra.SharedQuadraBlock`); MBConv candidates always do.
     """
 
     def __init__(self, space: SearchSpace, num_classes: int, alpha_init_std: float = 1e-3,
-                 layer_scale_init: float | None = None, **net_kwargs):
+                 layer_scale_init: float | None = None, weight_sharing: bool = True,
+                 **net_kwargs):
         super().__init__()
         self.space = space
+        self.weight_sharing = weight_sharing
         self.num_classes = num_classes
         block_kwargs = {}
         if layer_scale_init is not None and space.macro == "quadranet":
@@ -100,12 +106,15 @@ class Supernet(nn.Module):
         for slot in space.layers:
             if space.macro == "mbconv":          # one set of weights per layer (see SharedMBConv)
                 op = MixedOp(slot.index, space.candidates, *shared_mbconv_candidates(space, slot))
+            elif weight_sharing and shareable_quadra_layer(slot):
+                op = MixedOp(slot.index, space.candidates,
+                             *shared_quadra_candidates(slot, **block_kwargs))
             else:
                 op = MixedOp(slot.index, space.candidates,
                              {name: space.build_layer_op(slot, name, kw=kw, **block_kwargs)
                               for name in slot.ops})
             op.apply(type(self.net)._init_weights)
-            if op.shared is not None:
+            if isinstance(op.shared, SharedMBConv):
                 op.shared.zero_init_last()
             self.net.stages[slot.stage][slot.position] = op
             mixed.append(op)
@@ -195,7 +204,7 @@ class Supernet(nn.Module):
                     continue        # a stage warehouse the child does not use (no kw op there)
                 state[name] = value
                 continue
-            if parts[3] == "shared":           # the shared MBConv weights: sliced below
+            if parts[3] == "shared":           # shared candidates' weights: sliced below
                 continue
             # stages.<s>.<p>.candidates.<op>.<rest>
             op, rest = parts[4], ".".join(parts[5:])
@@ -217,6 +226,28 @@ class Supernet(nn.Module):
         return child.to(self.alpha.device)
 
 
+def shareable_quadra_layer(slot) -> bool:
+    """Whether a QuadraNet layer's candidates can share one set of weights: two or more plain
+    QuadraBlocks (KernelWarehouse candidates have their own sharing), besides the identity."""
+    kinds = [parse_op(name)[0] for name in slot.ops]
+    blocks = [kind for kind in kinds if kind != IDENTITY]
+    return len(blocks) >= 2 and all(kind == "quadra" for kind in blocks)
+
+
+def shared_quadra_candidates(slot, **block_kwargs) -> tuple[dict[str, nn.Module],
+                                                            SharedQuadraBlock]:
+    """The candidates of a QuadraNet layer as views of ONE :class:`SharedQuadraBlock` (and the
+    identity where it is allowed)."""
+    parsed = {name: parse_op(name) for name in slot.ops}
+    blocks = {name: kwargs for name, (kind, kwargs) in parsed.items() if kind != IDENTITY}
+    shared = SharedQuadraBlock(slot.dim, [kw["kernel_size"] for kw in blocks.values()],
+                               [kw["expansion"] for kw in blocks.values()], **block_kwargs)
+    modules = {name: (CandidateView(shared, blocks[name]["kernel_size"],
+                                      blocks[name]["expansion"])
+                      if name in blocks else nn.Identity()) for name in slot.ops}
+    return modules, shared
+
+
 def shared_mbconv_candidates(space: SearchSpace, slot) -> tuple[dict[str, nn.Module],
                                                                  SharedMBConv]:
     """The candidates of an mbconv-macro layer: views of ONE :class:`SharedMBConv` (and the
@@ -225,7 +256,7 @@ def shared_mbconv_candidates(space: SearchSpace, slot) -> tuple[dict[str, nn.Mod
     blocks = {name: kwargs for name, (kind, kwargs) in parsed.items() if kind != IDENTITY}
     shared = SharedMBConv(slot.in_dim, slot.dim, [kw["kernel_size"] for kw in blocks.values()],
                           [kw["expansion"] for kw in blocks.values()], slot.stride)
-    modules = {name: (MBConvView(shared, blocks[name]["kernel_size"], blocks[name]["expansion"])
+    modules = {name: (CandidateView(shared, blocks[name]["kernel_size"], blocks[name]["expansion"])
                       if name in blocks else nn.Identity()) for name in slot.ops}
     return modules, shared
 
@@ -258,6 +289,11 @@ def load_supernet_weights(supernet: Supernet, path: str | Path) -> None:
     if state["num_classes"] != supernet.num_classes:
         raise QnasError(f"supernet {path} has {state['num_classes']} classes, the data has "
                         f"{supernet.num_classes}; train it on the same data")
+    shared = bool(state["config"].get("weight_sharing", False))
+    if shared != supernet.weight_sharing:
+        flag = "--weight-sharing" if shared else "--no-weight-sharing"
+        raise QnasError(f"supernet {path} was trained with{'' if shared else 'out'} weight "
+                        f"sharing; search from it with {flag}, or train one that matches")
     weights = {k: v for k, v in state["supernet"].items() if k != "alpha"}
     supernet.load_state_dict({**weights, "alpha": supernet.alpha.detach()}, strict=True)
 
@@ -274,7 +310,8 @@ def load_supernet(path: str | Path, space: SearchSpace | None = None) -> Superne
                         f"{state['space_hash']}), not '{space.name}' (hash {space.hash})")
     config = state["config"]
     supernet = Supernet(space, int(state["num_classes"]),
-                        layer_scale_init=config.get("layer_scale_init"))
+                        layer_scale_init=config.get("layer_scale_init"),
+                        weight_sharing=bool(config.get("weight_sharing", False)))
     try:
         supernet.load_state_dict(state["supernet"], strict=True)
     except RuntimeError as err:

@@ -8,7 +8,9 @@ or the budget, so several searches can share it. ``qnas search --latency 300ms,2
 Layout (default; both folders can be chosen by the caller): ``<out>/warmup/`` (train-supernet's
 run, ``supernet.pt``), ``<out>/<budget>ms/`` per budget (or ``<out>/<device>-<budget>ms/`` when
 the targets span devices), each a search run folder with its own ``best.json``; ``<out>/sweep.json``
-records the targets and settings so that ``resume`` can check it continues the same sweep.
+records the targets and settings so that ``resume`` can check it continues the same sweep;
+``<out>/run.log`` holds every message of the sweep and of its runs (each run folder has its
+own ``run.log`` too).
 Every target is checked against the space's latency range on its device before anything is
 written; an infeasible budget is an error, or (``skip_infeasible``) a row of the result.
 """
@@ -24,6 +26,7 @@ from ..errors import Interrupted, QnasError
 from ..runtime import distributed
 from ..runtime.checkpoints import CheckpointStore
 from ..runtime.files import check_writable_folder, write_json_atomic
+from ..runtime.log import logged, run_log, start_run_log
 from ..space import load_space
 from ..units import budget_label, format_ms
 from .best import FILE_NAME as BEST
@@ -98,6 +101,15 @@ def sweep(config: SearchConfig, out: str | Path | None = None,
     echo = echo or (lambda message: None)
     if not distributed.is_main():
         echo = lambda message: None  # noqa: E731 -- only rank 0 reports
+    out = Path(out) if out is not None else config.default_out()
+    with run_log(out):
+        return _sweep(config, out, targets, resume, progress, echo, threads, warmup_folder,
+                      folder_for, skip_infeasible)
+
+
+def _sweep(config, out: Path, targets, resume, progress, echo, threads, warmup_folder,
+           folder_for, skip_infeasible) -> SweepResult:
+    runs_echo, echo = echo, logged(echo)      # the runs log their own messages
     started = time.perf_counter()
     if targets is None:
         if config.device is None:
@@ -105,7 +117,6 @@ def sweep(config: SearchConfig, out: str | Path | None = None,
         targets = [(config.device, budget) for budget in config.budgets]
     if not targets:
         raise QnasError("a sweep needs at least one (device, budget) target")
-    out = Path(out) if out is not None else config.default_out()
     devices = {device for device, _ in targets}
     if folder_for is None:
         folder_for = (lambda t: out / budget_label(t.budget_ms)) if len(devices) == 1 \
@@ -133,6 +144,8 @@ def sweep(config: SearchConfig, out: str | Path | None = None,
     identity = {"targets": [[t.device, t.budget_ms] for t in plan],
                 "config": config.warmup_only().identity()}
     _open(out, resume, identity)
+    if distributed.is_main():
+        start_run_log(out)
     for target in plan:
         echo(f"{target.device}: children of '{space.name}' take {format_ms(target.smallest_ms)} "
              f"to {format_ms(target.largest_ms)}; budget {format_ms(target.budget_ms)}"
@@ -147,10 +160,10 @@ def sweep(config: SearchConfig, out: str | Path | None = None,
     try:
         if feasible and supernet is None and config.warmup_epochs > 0:
             supernet = str(_warm_up(config, warmup_folder, len(feasible), resume, progress,
-                                    echo, threads))
+                                    echo, runs_echo, threads))
         for target in feasible:
             target.best_path = _search_one(config, target, supernet, resume, progress, echo,
-                                           threads)
+                                           runs_echo, threads)
     except Interrupted as err:      # the search's own hint names one folder: name the sweep's
         raise Interrupted(f"{str(err).split(';')[0]}; continue the sweep with the same command "
                           f"and --resume --out {out}", err.signum) from None
@@ -186,21 +199,21 @@ def _open(out: Path, resume: bool, identity: dict) -> None:
 
 
 def _warm_up(config: SearchConfig, folder: Path, searches: int, resume: bool, progress: bool,
-             echo, threads) -> Path:
+             echo, runs_echo, threads) -> Path:
     if resume and (folder / SUPERNET).is_file():
         echo(f"warm-up: reusing {folder / SUPERNET}")
         return folder / SUPERNET
     echo(f"warm-up: {config.warmup_epochs} epochs on {config.data}, shared by {searches} "
          f"search(es) → {folder}")
     path = train_supernet(config, out=folder, resume=resume and has_checkpoint(folder),
-                          progress=progress, echo=echo, threads=threads)
+                          progress=progress, echo=runs_echo, threads=threads)
     if path is None:
         raise QnasError("the warm-up stopped early; continue with --resume")
     return path
 
 
 def _search_one(config: SearchConfig, target: SweepTarget, supernet: str | None, resume: bool,
-                progress: bool, echo, threads) -> Path:
+                progress: bool, echo, runs_echo, threads) -> Path:
     folder, tag = target.folder, f"[{target.device} {format_ms(target.budget_ms)}]"
     if resume and (folder / BEST).is_file():
         echo(f"{tag} reusing {folder / BEST}")
@@ -211,7 +224,7 @@ def _search_one(config: SearchConfig, target: SweepTarget, supernet: str | None,
     child_config = config.for_budget(target.budget_ms, **changes)
     echo(f"{tag} search: {child_config.epochs} epochs → {folder}")
     result = search(child_config, out=folder, resume=resume and has_checkpoint(folder),
-                    progress=progress, echo=lambda message: echo(f"{tag} {message}"),
+                    progress=progress, echo=lambda message: runs_echo(f"{tag} {message}"),
                     threads=threads)
     if not result.finished:
         raise QnasError(f"{tag} the search stopped early; continue with --resume")

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .common import kernel_window
+
 
 def conv_bn(cin: int, cout: int, kernel_size: int, stride: int = 1, groups: int = 1,
             act: bool = True) -> nn.Sequential:
@@ -112,26 +114,6 @@ class SharedMBConv(nn.Module):
         return state
 
 
-class MBConvView(nn.Module):
-    """One candidate of a :class:`SharedMBConv` (holds no weights of its own)."""
-
-    def __init__(self, shared: SharedMBConv, kernel_size: int, expansion: float):
-        super().__init__()
-        self.kernel_size, self.expansion = kernel_size, expansion
-        object.__setattr__(self, "shared", shared)    # not a submodule: its weights live once
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shared.forward_as(x, self.kernel_size, self.expansion)
-
-    def extra_repr(self) -> str:
-        return f"shared, k={self.kernel_size}, e={self.expansion}"
-
-
-def _kernel_window(max_kernel: int, kernel_size: int) -> slice:
-    start = (max_kernel - kernel_size) // 2
-    return slice(start, start + kernel_size)
-
-
 def _conv_bn_slice(x, block: nn.Sequential, channels: int, slice_in: bool = True,
                    kernel_size: int | None = None, depthwise: bool = False, stride: int = 1,
                    in_channels: int | None = None) -> torch.Tensor:
@@ -143,7 +125,7 @@ def _conv_bn_slice(x, block: nn.Sequential, channels: int, slice_in: bool = True
         weight = weight[:, :in_channels]
     padding = conv.padding
     if kernel_size is not None:
-        window = _kernel_window(conv.kernel_size[0], kernel_size)
+        window = kernel_window(conv.kernel_size[0], kernel_size)
         weight = weight[:, :, window, window]
         padding = kernel_size // 2
     y = F.conv2d(x, weight, None, stride if depthwise else conv.stride, padding,
@@ -166,7 +148,7 @@ def _sliced(block: nn.Sequential, name: str, channels: int, in_channels: int | N
     if in_channels is not None:
         weight = weight[:, :in_channels]
     if kernel_size is not None:
-        window = _kernel_window(max_kernel, kernel_size)
+        window = kernel_window(max_kernel, kernel_size)
         weight = weight[:, :, window, window]
     out = {f"{name}.0.weight": weight.clone()}
     for key in ("weight", "bias", "running_mean", "running_var"):

@@ -12,6 +12,12 @@ Every kernel carries FLOPs (a multiply-add counts 2, the same formulas as
 Pure views (view, permute, transpose, expand, split, …) move no bytes and are not kernels; every
 op that does touch memory is one, so nothing is silently costed at zero.
 
+Every kernel also records where its inputs came from: ``params["id"]`` is its index in the
+decomposition and ``params["inputs_from"]`` the ids of the kernels that produced its tensor
+inputs (``None`` for the module's input, weights and constants; views are followed to the kernel
+that produced their base). Profiles use it to fold a BatchNorm or activation into the convolution
+that produced its input, as TFLite and OpenVINO do (:mod:`qnas.predictors.profile`).
+
 A KernelWarehouse layer (``KWConv2d``) decomposes into its attention branch (pool, fc, BN,
 ReLU, the normalisation arithmetic), the kernel assembly (``….assemble``: attention × warehouse,
 a matrix product with a weight, hence ``linear``) and its per-sample convolution, which runs as
@@ -24,7 +30,8 @@ import contextlib
 import math
 import re
 import warnings
-from typing import Iterable, Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -35,7 +42,7 @@ from ..errors import QnasError
 from .base import Kernel
 
 # Bump when the kernel accounting changes: LUT cache keys include it.
-DECOMPOSITION_VERSION = "1"
+DECOMPOSITION_VERSION = "2"
 
 # Bytes per element: costs assume float32 everywhere (the deployment precision of the
 # reference predictors), whatever dtype the trace ran in.
@@ -238,6 +245,18 @@ class _KernelRecorder(TorchDispatchMode):
         # tensors that are (views of) weights: a matrix product with one of them is a Linear
         self._weight_ids = {id(p) for p in parameters}
         self._keep_alive: list[torch.Tensor] = []   # so that ids of tracked views are not reused
+        # id(tensor) -> (weak reference, index of the kernel that produced it)
+        self._producers: dict[int, tuple[weakref.ref, int]] = {}
+
+    def _producer(self, tensor: torch.Tensor) -> int | None:
+        entry = self._producers.get(id(tensor))
+        return entry[1] if entry is not None and entry[0]() is tensor else None
+
+    def _produced(self, tensors: list[torch.Tensor], index: int | None) -> None:
+        if index is None:
+            return
+        for tensor in tensors:
+            self._producers[id(tensor)] = (weakref.ref(tensor), index)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -249,11 +268,17 @@ class _KernelRecorder(TorchDispatchMode):
                 for view in _tensors(out):
                     self._weight_ids.add(id(view))
                     self._keep_alive.append(view)
+            if func.is_view and inputs:
+                self._produced(_tensors(out), self._producer(inputs[0]))
             return out
         outputs = _tensors(out)
         if not outputs:
             return out
-        self.kernels.append(self._kernel(name, args, inputs, outputs))
+        inputs_from = tuple(self._producer(t) for t in inputs)
+        kernel = self._kernel(name, args, inputs, outputs)
+        kernel.params.update(id=len(self.kernels), inputs_from=inputs_from)
+        self.kernels.append(kernel)
+        self._produced(outputs, kernel.params["id"])
         return out
 
     def _kernel(self, name: str, args, inputs, outputs) -> Kernel:
@@ -380,7 +405,7 @@ def macs_of(kernels: Sequence[Kernel], under: str | None = None) -> int:
     those issued by the submodule at that path or its descendants (a per-layer count)."""
     flops = sum(k.flops for k in kernels if k.op in MAC_KERNELS
                 and (under is None or k.name == under or k.name.startswith(under + ".")))
-    return int(round(flops / 2))
+    return round(flops / 2)
 
 
 def count_macs(module: nn.Module, input_shape: str | Sequence[int]) -> int:

@@ -1,4 +1,5 @@
-"""Checkpoints that survive faults: atomic, checksummed, the last two kept.
+"""Checkpoints that survive faults: atomic, checksummed, the last two kept (a finished run may
+keep fewer: :meth:`CheckpointStore.prune`).
 
 A run folder holds ``checkpoint-<step>.pt`` files (plain ``torch.save`` archives, ``step`` = the
 weight steps done, zero-padded so names sort by age) and, next to each, ``<name>.sha256`` with
@@ -148,6 +149,18 @@ class CheckpointStore:
             old.unlink(missing_ok=True)
             checksum_path(old).unlink(missing_ok=True)
         return path
+
+    def prune(self, keep: int) -> list[Path]:
+        """Delete all but the newest ``keep`` checkpoints (0: every one) with their checksums;
+        returns the deleted paths. For a finished run only: a run resumes from these."""
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise QnasError(f"keep_checkpoints must be a non-negative integer, got {keep!r}")
+        removed = []
+        for old in self.paths()[keep:]:
+            old.unlink(missing_ok=True)
+            checksum_path(old).unlink(missing_ok=True)
+            removed.append(old)
+        return removed
 
     def load_latest(self, warn: Callable[[str], None] | None = None) -> tuple[dict, Path]:
         """The newest checkpoint that verifies and loads; warns about each newer one skipped.

@@ -36,11 +36,11 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def init(timeout_minutes: float = 30.0) -> bool:
+def init(timeout_minutes: float = 30.0, accelerator: str = "auto") -> bool:
     """Join torchrun's process group (once); True when running distributed.
 
-    The backend is NCCL when CUDA is available to every process, gloo otherwise. Each process
-    uses the GPU ``LOCAL_RANK`` when there is one.
+    The backend is NCCL when CUDA is available to every process (and ``accelerator`` is not
+    ``"cpu"``), gloo otherwise. Each process uses the GPU ``LOCAL_RANK`` when there is one.
     """
     if is_initialized():
         return True
@@ -51,7 +51,9 @@ def init(timeout_minutes: float = 30.0) -> bool:
     # DDP warns when a 1×1 conv's weight gradient comes back with channels-last strides: the
     # dims involved have size 1, the layouts hold the same numbers; nothing to act on
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    from .accelerator import resolve_accelerator
+
+    backend = "nccl" if resolve_accelerator(accelerator) == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     try:
@@ -121,12 +123,14 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return work.cpu().tolist()
 
 
-def training_device() -> torch.device:
-    """Where a run trains: this rank's GPU under torchrun + NCCL, the GPU when one is visible,
-    else the CPU."""
+def training_device(accelerator: str = "auto") -> torch.device:
+    """Where a run trains: this rank's GPU under torchrun + NCCL; else by ``accelerator``
+    (:mod:`.accelerator`): auto = the GPU when one is visible, else the CPU."""
     if is_initialized():
         return device()
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    from .accelerator import resolve_accelerator
+
+    return torch.device(resolve_accelerator(accelerator))
 
 
 def wrap(module: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:

@@ -20,9 +20,18 @@ run needs to survive faults, and a subclass owns only what it trains
 - torchrun: per-step numbers are summed over ranks in ONE all-reduce together with the stop
   flag; only rank 0 writes and reports.
 
+- ``run.log`` (:mod:`.log`): every message of the run with a timestamp, appended from the
+  moment the folder is accepted (messages before that are buffered; a refused run writes none);
+- optional TensorBoard scalars (``tensorboard=True``: ``<out>/tensorboard/``, one point per
+  epoch of what :meth:`scalars` picks from the epoch's row), where the ``tensorboard`` package
+  is installed;
+- after the run is complete, :meth:`prune_checkpoints` keeps only the newest ``keep`` (never
+  before: an unfinished run keeps the two it may resume from).
+
 A subclass provides ``total_epochs``, ``steps_per_epoch``, :meth:`batches`, :meth:`step`,
 :meth:`end_epoch`, :meth:`state_dict`/:meth:`load_state_dict` and, optionally,
-:meth:`check_step`, :meth:`write_logs`, :meth:`save_extra` and :meth:`row_text`.
+:meth:`check_step`, :meth:`write_logs`, :meth:`save_extra`, :meth:`row_text`, :meth:`scalars`
+and :meth:`upgrade_settings`.
 """
 from __future__ import annotations
 
@@ -40,14 +49,21 @@ from ..errors import Interrupted, QnasError
 from . import distributed
 from .checkpoints import CheckpointStore, check_same_settings, restore_rng, rng_state
 from .files import check_writable_folder, write_json_atomic
+from .log import debug, say, start_run_log
 from .signals import StopOnSignals, signal_name
 
 Echo = Callable[[str], None]
 CONFIG = "config.json"          # the run's settings, as --config reads them back
+TENSORBOARD = "tensorboard"     # the folder of TensorBoard's event files in a run folder
 
 
-def _silent(message: str) -> None:
-    pass
+def check_tensorboard() -> None:
+    """Refuse ``--tensorboard`` (one line) where the ``tensorboard`` package is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise QnasError("--tensorboard needs the tensorboard package, which is not installed: "
+                        "pip install tensorboard (or run without --tensorboard)")
 
 
 def restarted_by_torchrun() -> bool:
@@ -87,15 +103,35 @@ class ResumableRun:
     what = "run"                     # in messages: "a search", "a retraining run"
     progress_label = "train"
 
-    def __init__(self, out: str | Path, settings: dict, echo: Echo | None = None):
+    def __init__(self, out: str | Path, settings: dict, echo: Echo | None = None,
+                 tensorboard: bool = False):
         self.out = Path(out)
         self.settings = settings               # what must match to resume
-        self.echo: Echo = (echo or _silent) if distributed.is_main() else _silent
+        self._echo = echo
         self.store = CheckpointStore(self.out, prefix=self.checkpoint_prefix)
+        if tensorboard:
+            check_tensorboard()
+        self.tensorboard = bool(tensorboard)
+        self._writer = None
         self.epoch = 0
         self.step_in_epoch = 0                 # steps done in the current epoch
         self.sums: dict[str, float] = {}       # of the current epoch, over all ranks
         self.rows: list[dict] = []             # one per finished epoch
+
+    def echo(self, message: str) -> None:
+        """A message of the run: into run.log and to the caller's echo (rank 0 only)."""
+        if distributed.is_main():
+            say(message, self._echo)
+
+    def debug(self, message: str) -> None:
+        """A detail for run.log (on the console only with ``-v``); rank 0 only."""
+        if distributed.is_main():
+            debug(message)
+
+    def log_only(self, message: str) -> None:
+        """Into run.log only (what the CLI prints itself, e.g. the line of an error)."""
+        if distributed.is_main():
+            say(message)
 
     # --- what a subclass provides ---------------------------------------------------------
     total_epochs: int
@@ -146,6 +182,17 @@ class ResumableRun:
             f"{key} {value:.4g}" for key, value in row.items()
             if key not in ("epoch", "seconds") and isinstance(value, (int, float)))
 
+    def scalars(self, row: dict) -> dict[str, float]:
+        """TensorBoard scalars of an epoch's row (tag → value); default: every number."""
+        return {key: value for key, value in row.items()
+                if key != "epoch" and isinstance(value, (int, float))
+                and not isinstance(value, bool)}
+
+    def upgrade_settings(self, recorded: dict) -> dict:
+        """The settings recorded in a checkpoint of an older qnas, in today's terms (a subclass
+        maps renamed keys); compared with :attr:`settings` on resume."""
+        return recorded
+
     # --- the loop ---------------------------------------------------------------------------
     @property
     def finished(self) -> bool:
@@ -179,6 +226,7 @@ class ResumableRun:
                         self.interrupt(stop)
         finally:
             bar.close()
+            self._close_tensorboard()
         return self.finished
 
     def _run_epoch(self, bar, stop: StopOnSignals) -> dict:
@@ -206,7 +254,28 @@ class ResumableRun:
         self.step_in_epoch, self.sums = 0, {}
         self.rows.append(row)
         self.save()
+        self._write_scalars(row)
         return row
+
+    # --- TensorBoard ----------------------------------------------------------------------
+    def _write_scalars(self, row: dict) -> None:
+        if not self.tensorboard or not distributed.is_main():
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # a resumed run rewrites nothing: points from the epoch on are dropped first
+            self._writer = SummaryWriter(log_dir=str(self.out / TENSORBOARD),
+                                         purge_step=int(row["epoch"]))
+        for tag, value in self.scalars(row).items():
+            if math.isfinite(float(value)):
+                self._writer.add_scalar(tag, float(value), int(row["epoch"]))
+        self._writer.flush()
+
+    def _close_tensorboard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     # --- stopping -------------------------------------------------------------------------
     def require_finite(self, value: float, which: str, epoch: int, index: int,
@@ -217,8 +286,10 @@ class ResumableRun:
         last = self.store.paths()
         where = (f"the last good checkpoint is {last[0]}" if last
                  else "no checkpoint was written yet")
-        raise QnasError(f"the {which} loss became {value} at epoch {epoch + 1}, step "
-                        f"{index + 1}: training diverged; {where}; try {remedy}")
+        message = (f"the {which} loss became {value} at epoch {epoch + 1}, step {index + 1}: "
+                   f"training diverged; {where}; try {remedy}")
+        self.log_only(f"error: {message}")
+        raise QnasError(message)
 
     def interrupt(self, stop: StopOnSignals | None) -> None:
         """Save a checkpoint and raise :class:`Interrupted` (another rank's signal counts as
@@ -226,9 +297,11 @@ class ResumableRun:
         signum = (stop.requested if stop is not None and stop.requested is not None
                   else signal.SIGTERM)
         path = self.save()
-        raise Interrupted(f"stopped by {signal_name(signum)} at epoch {self.epoch + 1}, step "
-                          f"{self.step_in_epoch}; checkpoint {path}; resume with the same "
-                          f"command and --resume --out {self.out}", signum)
+        message = (f"stopped by {signal_name(signum)} at epoch {self.epoch + 1}, step "
+                   f"{self.step_in_epoch}; checkpoint {path}; resume with the same command and "
+                   f"--resume --out {self.out}")
+        self.log_only(f"warning: {message}")
+        raise Interrupted(message, signum)
 
     # --- checkpoints ----------------------------------------------------------------------
     def checkpoint(self) -> dict:
@@ -251,6 +324,7 @@ class ResumableRun:
                 path = self.store.save(state, self.global_step)
                 self.save_extra(state)
                 self.write_logs()
+                self.debug(f"checkpoint {path} ({path.stat().st_size / 1e6:.1f} MB)")
             except OSError as err:
                 kept = (f"the previous checkpoint {previous[0]} is intact" if previous
                         else "no earlier checkpoint exists")
@@ -274,7 +348,8 @@ class ResumableRun:
             raise QnasError(f"{path} has checkpoint format {state['format_version']}, newer than "
                             f"this qnas ({__version__}) reads ({self.checkpoint_version}); "
                             f"upgrade qnas")
-        check_same_settings(state["config"], self.settings, f"the {self.what} in {self.out}")
+        check_same_settings(self.upgrade_settings(dict(state["config"])), self.settings,
+                            f"the {self.what} in {self.out}")
         if state.get("world_size", 1) != distributed.world_size():
             self.echo(f"note: the checkpoint was written by {state.get('world_size', 1)} "
                       f"process(es), resuming with {distributed.world_size()}: the data shards "
@@ -288,7 +363,10 @@ class ResumableRun:
 
     def begin(self, resuming: bool, config: dict) -> Path | None:
         """Resume from the newest good checkpoint (returns its path), or start: rank 0 writes
-        the run's ``config.json`` (``--config`` reads it back to repeat the run)."""
+        the run's ``config.json`` (``--config`` reads it back to repeat the run). From here on
+        the run's messages go into ``run.log``."""
+        if distributed.is_main():
+            start_run_log(self.out)
         if resuming:
             path = self.restore()
             self.echo(f"resumed from {path} at epoch {self.epoch + 1}"
@@ -296,4 +374,17 @@ class ResumableRun:
             return path
         if distributed.is_main():
             write_json_atomic(self.out / CONFIG, config)
+            self.debug(f"settings: {config}")
         return None
+
+    def prune_checkpoints(self, keep: int) -> list[Path]:
+        """Once the run is complete: delete all but the newest ``keep`` checkpoints (0: all;
+        rank 0). Returns the deleted paths. Refused while the run is unfinished."""
+        if not self.finished:
+            raise QnasError(f"the {self.what} in {self.out} is not finished: its checkpoints "
+                            f"are what it resumes from")
+        removed = self.store.prune(keep) if distributed.is_main() else []
+        for path in removed:
+            self.debug(f"removed {path} (--keep-checkpoints {keep})")
+        distributed.barrier()
+        return removed

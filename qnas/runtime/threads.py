@@ -22,6 +22,11 @@ TRAINING, MEASURING, BENCHMARK = "training", "measuring", "benchmark"
 PURPOSES = (TRAINING, MEASURING, BENCHMARK)
 MEASURING_THREADS = 1
 ENV_MEASURING_THREADS = "QNAS_HOST_THREADS"
+# what ``--threads`` means everywhere, and its default by purpose (the CLI's help texts)
+THREADS_HELP = "torch intra-op threads"
+DEFAULT_TEXT = {TRAINING: "all cores but one (cores / processes under torchrun)",
+                MEASURING: f"1, or ${ENV_MEASURING_THREADS}",
+                BENCHMARK: "every core this process may use"}
 
 
 def available_cores() -> int:

@@ -1,42 +1,59 @@
 """What defines a retraining run: :class:`RetrainConfig`, the one source of the recipe's
 defaults and help texts (the CLI derives ``qnas retrain``'s options from it). No torch here.
 
+**Learning rate, as timm sets it.** ``--lr`` is the optimiser's peak learning rate, used as
+given (``--lr 1e-3`` trains at 1e-3 whatever the batch). Without it the rate is scaled linearly
+from a base rate: ``--lr-base × global batch / --lr-base-size`` (timm's ``--lr-base`` and
+``--lr-base-size``). The run's first line states the rate it uses and where it came from.
+
 **Default learning rate.** The paper's base lr 4e-3 at batch 4096 is meant for 300 ImageNet
 epochs (~94k optimiser steps). The embedded digits data has 1,437 training images: at the default
 batch 64 an epoch is 22 steps, and the scaled lr 4e-3 × 64/4096 = 6.25e-5 barely moves the
 network in the ~200 steps a short run has (measured: ~92% on digits in 10 epochs, under the 95%
-target). The default keeps the recipe's form — base lr at batch 4096, scaled linearly by
-batch/4096 — with a base lr 32× the paper's, 0.128, i.e. an effective 2e-3 at batch 64 (the
-effective lr ConvNeXt-style AdamW training commonly uses on small datasets). ``--lr 4e-3`` gives
-the paper's value. The run's first lines state the effective lr.
+target). The default keeps the recipe's form — a base lr at batch 4096, scaled linearly — with
+a base lr 32× the paper's, 0.128, i.e. 2e-3 at batch 64 (the rate ConvNeXt-style AdamW training
+commonly uses on small datasets). ``--lr-base 4e-3`` gives the paper's value.
+
+**Older configs.** Before qnas 0.2 ``lr`` WAS the base rate at batch 4096 (there was no
+``lr_base``). :meth:`RetrainConfig.upgrade` maps such a ``config.json`` (``lr`` without
+``lr_base``) to ``lr_base`` = that value at ``lr_base_size`` 4096, which trains exactly as it did;
+a checkpoint of such a run resumes the same way.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from ..errors import QnasError
+from ..runtime.accelerator import ACCELERATOR_HELP, ACCELERATORS, check_accelerator
 from ..settings import check_int, check_number, setting, to_dict
 
 PAPER_LR = 4e-3                 # the paper's base lr ...
-LR_REFERENCE_BATCH = 4096       # ... at this batch size; lr scales linearly with batch / 4096
+LR_REFERENCE_BATCH = 4096       # ... at this batch size (the default --lr-base-size)
+DEFAULT_LR_BASE = 32 * PAPER_LR  # 0.128 at 4096: 2e-3 at batch 64
 DEFAULT_DROP_PATH = 0.1         # the QuadraNet macro's; spaces without DropPath get 0
 INITS = ("scratch", "inherit")
 
 
 @dataclass
 class RetrainConfig:
-    """Everything that defines a retraining run (``threads`` only changes the speed).
+    """Everything that defines a retraining run (``threads``, ``accelerator`` and
+    ``tensorboard`` only change how it runs).
 
-    ``lr`` is the base learning rate at batch 4096; the optimiser uses :attr:`effective_lr` =
-    ``lr × global batch / 4096`` (``batch_size`` per process × processes). Fields left at None
-    are filled from best.json by :meth:`resolved`.
+    The optimiser's peak rate is :attr:`effective_lr`: ``lr`` when given (absolute, as timm's
+    ``--lr``), else ``lr_base × global batch / lr_base_size`` (``batch_size`` per process ×
+    processes). Fields left at None are filled from best.json by :meth:`resolved`.
     """
 
     epochs: int = setting(10, help="Training epochs.")
     batch_size: int = setting(64, help="Batch size (per process).")
-    lr: float = setting(32 * PAPER_LR, metavar="BASE",
-                        help="Base learning rate at batch 4096; AdamW uses lr × batch/4096 "
-                             "(0.128: 2e-3 at batch 64; the paper's base is 4e-3).")
+    lr: float | None = setting(None, metavar="LR", shown="--lr-base × batch / --lr-base-size",
+                               help="Peak learning rate of AdamW, used as given (timm's --lr).")
+    lr_base: float = setting(DEFAULT_LR_BASE, metavar="LR",
+                             help="Without --lr: the base rate at --lr-base-size images per "
+                                  "step, scaled linearly to the global batch (0.128: 2e-3 at "
+                                  "batch 64; the paper's is 4e-3).")
+    lr_base_size: int = setting(LR_REFERENCE_BATCH, metavar="N",
+                                help="The batch size --lr-base is given for.")
     weight_decay: float = setting(0.05, help="AdamW weight decay (not on biases, norms, γ).")
     warmup_epochs: int = setting(1, help="Linear warm-up epochs before the cosine.")
     warmup_lr: float = setting(1e-6, help="Learning rate at the first warm-up step.", cli=False)
@@ -62,13 +79,23 @@ class RetrainConfig:
     seed: int = setting(0, help="Seed of the split, the initialisation and the batch order.")
     threads: int | None = setting(None, shown="all cores but one",
                                   help="torch intra-op threads.")
+    accelerator: str = setting("auto", choices=ACCELERATORS, help=ACCELERATOR_HELP)
+    tensorboard: bool = setting(False, help="Also write TensorBoard scalars per epoch (loss, "
+                                            "top-1, lr) to <out>/tensorboard/ (needs: pip "
+                                            "install tensorboard).")
 
     def __post_init__(self):
         check_int(self.epochs, "epochs", 1)
         check_int(self.batch_size, "batch_size", 1)
         check_int(self.warmup_epochs, "warmup_epochs", 0)
         check_int(self.seed, "seed", 0)
-        check_number(self.lr, "lr", 0, low_open=True)
+        if self.lr is not None:
+            check_number(self.lr, "lr", 0, low_open=True)
+        check_number(self.lr_base, "lr_base", 0, low_open=True)
+        check_int(self.lr_base_size, "lr_base_size", 1)
+        self.accelerator = check_accelerator(self.accelerator)
+        if not isinstance(self.tensorboard, bool):
+            raise QnasError(f"tensorboard must be True or False, got {self.tensorboard!r}")
         check_number(self.weight_decay, "weight_decay", 0)
         check_number(self.warmup_lr, "warmup_lr", 0)
         check_number(self.min_lr, "min_lr", 0)
@@ -101,8 +128,31 @@ class RetrainConfig:
 
     @property
     def effective_lr(self) -> float:
-        """The optimiser's peak learning rate: ``lr × global batch / 4096``."""
-        return self.lr * self.global_batch / LR_REFERENCE_BATCH
+        """The optimiser's peak learning rate: ``lr`` when given, else ``lr_base × global
+        batch / lr_base_size``."""
+        if self.lr is not None:
+            return float(self.lr)
+        return self.lr_base * self.global_batch / self.lr_base_size
+
+    def describe_lr(self) -> str:
+        """Where :attr:`effective_lr` comes from, for the run's first line."""
+        if self.lr is not None:
+            return f"lr {self.effective_lr:.3g} (--lr)"
+        return (f"lr {self.effective_lr:.3g} (--lr-base {self.lr_base:g} × batch "
+                f"{self.global_batch} / {self.lr_base_size})")
+
+    @classmethod
+    def upgrade(cls, data: dict) -> tuple[dict, list[str]]:
+        """A retraining config (``config.json``) of any qnas version in today's keys, and a
+        note for each key mapped: before 0.2 ``lr`` was the base rate at batch 4096 (a config
+        with ``lr`` and no ``lr_base``)."""
+        data, notes = dict(data), []
+        if "lr_base" not in data and data.get("lr") is not None:
+            data["lr_base"], data["lr_base_size"], data["lr"] = data["lr"], LR_REFERENCE_BATCH, None
+            notes.append(f"written by an older qnas, where 'lr' was the base rate at batch "
+                         f"{LR_REFERENCE_BATCH}: read as lr_base {data['lr_base']:g} at "
+                         f"lr_base_size {LR_REFERENCE_BATCH} (the same training)")
+        return data, notes
 
     def resolved(self, best) -> "RetrainConfig":
         """A copy with the defaults that depend on ``best`` (a loaded best.json) filled in:
@@ -129,8 +179,12 @@ class RetrainConfig:
     def as_dict(self) -> dict:
         return to_dict(self)
 
+    NOT_IDENTITY = ("threads", "accelerator", "tensorboard")
+
     def identity(self) -> dict:
-        """What must match for ``resume`` (the thread count may change)."""
+        """What must match for ``resume`` (the thread count, the accelerator and TensorBoard
+        may change)."""
         out = self.as_dict()
-        out.pop("threads")
+        for key in self.NOT_IDENTITY:
+            out.pop(key)
         return out

@@ -4,8 +4,9 @@ The recipe (QuadraNet/ConvNeXt training, ``timm/train.py``; its settings and def
 :class:`qnas.train.config.RetrainConfig`):
 
 - AdamW (``timm.optim.create_optimizer_v2``), weight decay 0.05 (not on biases, norms and
-  layer-scale γ), learning rate ``lr × batch / 4096`` (linear scaling from a base lr at batch
-  4096; see :mod:`qnas.train.config` for the default's reason);
+  layer-scale γ), peak learning rate ``--lr`` as given, or ``--lr-base × batch /
+  --lr-base-size`` (linear scaling, as timm; see :mod:`qnas.train.config` for the default's
+  reason) — the run's first line says which;
 - a linear warm-up, then cosine annealing, per optimiser step (``timm.scheduler.CosineLRScheduler``);
 - gradient clipping at norm 5 (``timm.utils.dispatch_clip_grad``);
 - label smoothing 0.1 (``timm.loss.LabelSmoothingCrossEntropy``);
@@ -21,8 +22,10 @@ The recipe (QuadraNet/ConvNeXt training, ``timm/train.py``; its settings and def
 (:class:`qnas.runtime.loop.ResumableRun`: run folder, checkpoints with every RNG state,
 signals, torchrun, resume). A run folder (default ``<best.json's folder>/retrain/``) holds
 ``last-<step>.pt`` (the newest two), ``best.pt`` (the epoch with the best validation top-1),
-``retrain_log.csv`` and, at the end, ``retrain.json``. :func:`load_retrained` turns either
-``.pt`` back into a network.
+``retrain_log.csv``, ``run.log`` (every message, with timestamps), ``tensorboard/`` with
+``tensorboard=True`` and, at the end, ``retrain.json``. :func:`load_retrained` turns either
+``.pt`` back into a network. ``--init inherit`` reads the child's weights from the search's
+``child.pt`` (the supernet checkpoint for a best.json of qnas < 0.2).
 """
 from __future__ import annotations
 
@@ -47,14 +50,14 @@ from ..data.augment import FLIP_DATASETS, default_padding, random_shift_flip
 from ..errors import QnasError
 from ..nas.best import BestArch, load_best
 from ..nas.evaluator import epoch_loader, evaluate_top1, loader_seed
-from ..nas.supernet import load_supernet
 from ..runtime import distributed
 from ..runtime.checkpoints import CheckpointStore, load_verified, save_verified
 from ..runtime.files import write_csv_atomic, write_json_atomic
+from ..runtime.log import run_log
 from ..runtime.loop import CONFIG, ResumableRun, open_run_folder
 from ..runtime.threads import TRAINING, torch_threads
 from ..space import space_from_dict
-from .config import LR_REFERENCE_BATCH, RetrainConfig
+from .config import RetrainConfig
 
 LAST, BEST, LOG, SUMMARY = "last", "best.pt", "retrain_log.csv", "retrain.json"
 CHECKPOINT_FORMAT = "qnas-retrain-checkpoint"
@@ -98,23 +101,24 @@ def default_out(best: BestArch) -> Path:
     return best.path.parent / "retrain"
 
 
-def inherit_weights(best: BestArch, model: nn.Module, num_classes: int) -> None:
-    """Load the supernet's weights of the chosen ops into ``model`` (the child)."""
-    path = best.supernet_checkpoint
-    if not path.is_file():
-        raise QnasError(f"--init inherit needs the supernet checkpoint {path} named in "
-                        f"{best.path}, and it does not exist; use --init scratch")
-    supernet = load_supernet(path, space=best.space)       # read once: it can be large
-    if supernet.num_classes != num_classes:
-        raise QnasError(f"--init inherit: the supernet {path} was trained on "
-                        f"{supernet.num_classes} classes, the retraining data has "
-                        f"{num_classes}; retrain on the search's data (--data) or use "
-                        f"--init scratch")
+def inherit_weights(best: BestArch, model: nn.Module, num_classes: int,
+                    echo: Callable[[str], None] | None = None) -> str:
+    """Load the child's weights inherited from the supernet into ``model``: from the search's
+    ``child.pt``, else (older best.json) from the supernet checkpoint. Returns where from."""
     try:
-        model.load_state_dict(supernet.child_state_dict(best.ops), strict=True)
+        state, classes, source = best.inherited_state(echo)
+    except QnasError as err:
+        raise QnasError(f"--init inherit: {err}; or use --init scratch") from None
+    if classes != num_classes:
+        raise QnasError(f"--init inherit: the supernet behind {source} was trained on "
+                        f"{classes} classes, the retraining data has {num_classes}; retrain "
+                        f"on the search's data (--data) or use --init scratch")
+    try:
+        model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise QnasError(f"--init inherit: the supernet's weights do not fit the child of "
+        raise QnasError(f"--init inherit: the inherited weights do not fit the child of "
                         f"{best.path}: {str(err).splitlines()[0]}") from None
+    return source
 
 
 @torch.no_grad()
@@ -144,16 +148,17 @@ class RetrainRun(ResumableRun):
 
     def __init__(self, best: BestArch, config: RetrainConfig, data: DatasetSplits, out: Path,
                  echo: Callable[[str], None] | None = None):
-        super().__init__(out, config.identity(), echo)
+        super().__init__(out, config.identity(), echo, tensorboard=config.tensorboard)
         self.best, self.config, self.data = best, config, data
         c = config
         torch.manual_seed(c.seed)
         self.model = best.build_child(num_classes=data.num_classes,
                                       drop_path_rate=c.drop_path_rate)
         check_fits(self.model, data, best)
+        self.inherited_from = None
         if c.init == "inherit":
-            inherit_weights(best, self.model, data.num_classes)
-        self.device = distributed.training_device()
+            self.inherited_from = inherit_weights(best, self.model, data.num_classes, self.echo)
+        self.device = distributed.training_device(c.accelerator)
         self.model.to(self.device)
         self.train_model = distributed.wrap(self.model)     # DDP averages the gradients
         # the global RNG draws DropPath masks: one stream per rank (as timm's train.py seeds
@@ -242,6 +247,16 @@ class RetrainRun(ResumableRun):
         if not math.isnan(row["ema_top1"]):
             text += f" ema {row['ema_top1']:5.1f}%"
         return text + f" ({row['seconds']:.0f}s)"
+
+    def scalars(self, row: dict) -> dict:
+        """TensorBoard: training loss, top-1 (train, validation, EMA), lr per epoch."""
+        names = {"train_loss": "loss/train", "train_top1": "top1/train",
+                 "val_top1": "top1/val", "ema_top1": "top1/val_ema", "lr": "lr"}
+        return {tag: row[key] for key, tag in names.items() if key in row}
+
+    def upgrade_settings(self, recorded: dict) -> dict:
+        """A checkpoint of qnas < 0.2 recorded ``lr`` as the base rate at batch 4096."""
+        return RetrainConfig.upgrade(recorded)[0]
 
     # --- checkpoint state -------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -339,8 +354,9 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
         stop_after_epochs: run at most this many epochs in this call, then return with
             ``finished=False`` (resume later).
 
-    Everything that can be refused (best.json, options, data, supernet for ``inherit``, the out
-    folder) is checked before anything is written.
+    Everything that can be refused (best.json, options, data, the inherited weights for
+    ``inherit``, the out folder) is checked before anything is written. Every message also goes
+    into ``out/run.log``; the first states the learning rate the run trains at.
     """
     started = time.perf_counter()
     config = config if config is not None else RetrainConfig()
@@ -353,20 +369,22 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
     resuming = open_run_folder(out, resume, CheckpointStore(out, prefix=LAST),
                                "retraining run", (BEST, LOG, SUMMARY, CONFIG))
     data = load_dataset(config.data, resolution=config.resolution, seed=config.seed)
-    with torch_threads(config.threads, TRAINING):
+    with run_log(out), torch_threads(config.threads, TRAINING) as threads:
         run = RetrainRun(best, config, data, out, echo)
-        run.begin(resuming, config.as_dict())
         params = sum(p.numel() for p in run.model.parameters())
-        run.echo(f"retraining {best.space.describe_ops(best.ops)} ({params / 1e6:.2f}M params, "
-                 f"init {config.init}) on {data.name} at {config.resolution}px: "
-                 f"{len(data.train)} train / {len(data.val)} val images, {config.epochs} "
-                 f"epochs × {run.steps_per_epoch} steps")
-        run.echo(f"AdamW lr {config.effective_lr:.3g} (base {config.lr:g} at batch "
-                 f"{LR_REFERENCE_BATCH} × {config.global_batch}/{LR_REFERENCE_BATCH}), wd "
-                 f"{config.weight_decay:g}, warm-up {config.warmup_epochs} epoch(s) then "
-                 f"cosine, clip {config.clip_grad}, smoothing {config.smoothing:g}, drop-path "
+        run.echo(f"retraining {best.space.describe_ops(best.ops)} at {config.describe_lr()}, "
+                 f"batch {config.global_batch}, {config.epochs} epochs × "
+                 f"{run.steps_per_epoch} steps on {data.name} at {config.resolution}px "
+                 f"({len(data.train)} train / {len(data.val)} val images; {params / 1e6:.2f}M "
+                 f"params, init {config.init}"
+                 + (f" from {run.inherited_from}" if run.inherited_from else "") + ")")
+        run.echo(f"AdamW wd {config.weight_decay:g}, warm-up {config.warmup_epochs} epoch(s) "
+                 f"then cosine to {min(config.min_lr, config.effective_lr):.3g}, clip "
+                 f"{config.clip_grad}, smoothing {config.smoothing:g}, drop-path "
                  f"{config.drop_path_rate:g}, EMA {'on' if config.ema else 'off'}, "
                  f"augmentation {'on' if run.augment else 'off'}")
+        run.begin(resuming, config.as_dict())
+        run.debug(f"{threads} torch thread(s), training on {run.device}")
         run.run(stop_after_epochs, progress)
 
     last_row = run.rows[-1] if run.rows else {}
