@@ -120,12 +120,10 @@ class SearchConfig:
                                    help="Start from a warmed-up supernet (qnas train-supernet); "
                                         "skips the warm-up.")
     # The paper's γ 1e-6 suits 300-epoch training from scratch; in a supernet warmed up for a
-    # few hundred steps γ barely moves under SGD (0.1 → 0.098–0.101 in 14 epochs): at 1e-6 every
-    # candidate stays ≈ identity, at 0.1 the blocks add little (the all-identity child scored
-    # 48.3% with inherited weights, other children 48.7–49.8%). With shared candidates 1.0 trains
-    # stably and the blocks matter (identity 39.7%, children 46–50%); independent candidates
-    # diverge at 1.0 (12–21%), so they keep 0.1.
-    layer_scale_init: float | None = setting(None, shown="1.0; 0.1 without weight sharing",
+    # few hundred steps γ barely moves under SGD. See Supernet.default_layer_scale: 1.0 for
+    # shared candidates in a shallow space (there the blocks then matter), 0.1 otherwise.
+    layer_scale_init: float | None = setting(None, shown="1.0 with shared candidates and ≤ 8 "
+                                                         "layers a stage, else 0.1",
                                              help="γ (layer scale) init of the supernet's "
                                                   "QuadraBlocks (the paper: 1e-6).")
     # independent candidates train only when sampled (1 step in 7) and a short warm-up learns
@@ -190,9 +188,8 @@ class SearchConfig:
             self.warmup_epochs = 0 if self.supernet else self.DEFAULT_WARMUP_EPOCHS
         check_int(self.warmup_epochs, "warmup_epochs", 0)
         check_number(self.arch_fraction, "arch_fraction", 0, 1, low_open=True)
-        if self.layer_scale_init is None:
-            self.layer_scale_init = 1.0 if self.weight_sharing else 0.1
-        check_number(self.layer_scale_init, "layer_scale_init", 0, low_open=True)
+        if self.layer_scale_init is not None:       # None: the supernet's rule for the space
+            check_number(self.layer_scale_init, "layer_scale_init", 0, low_open=True)
         if not isinstance(self.weight_sharing, bool):
             raise QnasError(f"weight_sharing must be True or False, got "
                             f"{self.weight_sharing!r}")
