@@ -148,7 +148,7 @@ def test_cli_subprocess_bad_kind():
 def test_cli_runs_a_tiny_bench_and_writes_both_csvs(tmp_path, capsys):
     out = tmp_path / "b.csv"
     main(["bench", "blocks", "--channels", "8", "--layers", "1", "--resolution", "14",
-          "--batch", "1", "--repeats", "1", "--warmup", "0", "--threads", "1",
+          "--batch-size", "1", "--repeats", "1", "--warmup", "0", "--threads", "1",
           "--kinds", "quadra,hor", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "quadra" in printed and "hor" in printed and "wall time" in printed

@@ -15,11 +15,7 @@ from qnas.runtime.threads import DEFAULT_TEXT
 
 # commands another change owns today, still spelling an option the old way; each entry is to
 # be removed when that command moves to the shared vocabulary (the test then holds it too)
-PENDING = {("bench profile", "--batch"),
-           # a target device's name, but its help does not say so yet
-           ("bench calibrate-host", "--device"),
-           # a flag in `latency` (time it here), a backend name in `bench profile`
-           ("bench profile", "--measure")}
+PENDING: set = set()      # (command, option) pairs still to rename: none
 MAIN_COMMANDS = ["search", "retrain", "export", "train-supernet", "demo", "experiment run",
                  "bench blocks", "bench supernet", "bench predictor", "bench data-spread"]
 

@@ -118,7 +118,7 @@ def test_profile_bench_on_cpu_writes_its_table(tmp_path):
     assert (by_case == 1).all() and len(by_case) == 24
     assert any("NOT a validation of h100" in note for note in result.notes)
     out = tmp_path / "check.csv"
-    run = CliRunner().invoke(cli, ["bench", "profile", "h100", "--measure", "host-cpu",
+    run = CliRunner().invoke(cli, ["bench", "profile", "h100", "--timed-with", "host-cpu",
                                    "--resolution", "16", "--models", "", "--repeats", "1",
                                    "--warmup", "0", "--out", str(out)])
     assert run.exit_code == 0, run.output

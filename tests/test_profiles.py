@@ -161,7 +161,7 @@ def test_latency_command_and_its_errors():
     bad_device = runner.invoke(cli, ["latency", "--device", "nope", "--model", "resnet18"])
     assert isinstance(bad_device.exception, QnasError)
     assert "known devices: cortexA76" in str(bad_device.exception)
-    bad_shape = runner.invoke(cli, ["latency", "resnet18", "--device", "a100", "--input", "1x3x?"])
+    bad_shape = runner.invoke(cli, ["latency", "resnet18", "--device", "a100", "--input-shape", "1x3x?"])
     assert isinstance(bad_shape.exception, QnasError) and "1x3x224x224" in str(bad_shape.exception)
 
 

@@ -129,7 +129,7 @@ def check_device(device: str) -> str:
         import torch
 
         if not torch.cuda.is_available():
-            raise QnasError("CUDA is not available on this machine; use --device cpu")
+            raise QnasError("CUDA is not available on this machine; use --accelerator cpu")
     return device
 
 

@@ -13,7 +13,14 @@ from ..bench.config import BlockBenchConfig, DataSpreadConfig, SupernetBenchConf
 from ..runtime.accelerator import ACCELERATOR_HELP
 from ..runtime.threads import BENCHMARK, MEASURING, TRAINING
 from . import cli
-from .options import config_options, input_shape_option, parse_shape, resolve_config, threads_help
+from .options import (
+    config_options,
+    deprecated_option,
+    input_shape_option,
+    parse_shape,
+    resolve_config,
+    threads_help,
+)
 
 
 @cli.group("bench", epilog="""\b
@@ -139,19 +146,23 @@ def _batches(text: str) -> list[int]:
 @bench.command("profile", epilog="""\b
 Examples:
   qnas bench profile a100,h100 --against h100_eager_measurements.csv   # no GPU needed
-  qnas bench profile h100 --measure host-cuda --batch 1,32             # on an H100""")
+  qnas bench profile h100 --timed-with host-cuda --batch-size 1,32     # on an H100""")
 @click.argument("device")
 @click.option("--against", "against", default=None, metavar="FILE.csv",
               help="Check against a committed measurement file instead of measuring here (a "
                    "path, or a file of predictors/reference/ such as "
-                   "h100_eager_measurements.csv); --measure and the timing options are unused.")
-@click.option("--measure", default="host-cuda", show_default=True,
+                   "h100_eager_measurements.csv); --timed-with and the timing options are "
+                   "unused.")
+@click.option("--timed-with", "timed_with", default="host-cuda", show_default=True,
               type=click.Choice(["host-cuda", "host-cpu"]),
               help="The measured backend (the hardware the profile is checked against).")
+@deprecated_option("--measure", "--timed-with", "timed_with",
+                   type=click.Choice(["host-cuda", "host-cpu"]))
 @click.option("--space", default="quadranet", show_default=True,
               help="Search space whose candidate blocks are checked at its layer shapes.")
-@click.option("--batch", "batch", default="1", show_default=True,
+@click.option("--batch-size", "batch_size", default="1", show_default=True,
               help="Batch size(s), comma-separated (e.g. 1,32: batch-1 eager is dispatch-bound).")
+@deprecated_option("--batch", "--batch-size", "batch_size")
 @click.option("--models", default="quadranet_xxs,quadranet_t,resnet18", show_default=True,
               help="Whole models to check too, comma-separated ('' for none; torchvision ones "
                    "are skipped where torchvision does not import).")
@@ -161,15 +172,15 @@ Examples:
               help="Timed rounds per measurement (median).")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
 @click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="torch intra-op threads while timing  [default: 1 or $QNAS_HOST_THREADS]")
+              help=threads_help(MEASURING))
 @click.option("--out", default=None, type=click.Path(dir_okay=False),
               help="CSV of the long table  [default: runs/bench/profile_<DEVICE>.csv]")
-def profile_command(device, against, measure, space, batch, models, resolution, repeats, warmup,
-                    threads, out) -> None:
+def profile_command(device, against, timed_with, space, batch_size, models, resolution,
+                    repeats, warmup, threads, out) -> None:
     """Check profile DEVICE (or several, comma-separated) against measurements here.
 
     Each candidate block of the space at each distinct layer input shape, and each model, is
-    predicted with the profile and measured with --measure; prints the tables and the median
+    predicted with the profile and measured with --timed-with; prints the tables and the median
     |rel error|, writes a CSV. A profile of other hardware than the one measured is labelled a
     cross-check, not a validation. With --against FILE.csv, every row of a committed
     measurement file is predicted at its own shape and batch instead (no GPU needed).
@@ -185,7 +196,7 @@ def profile_command(device, against, measure, space, batch, models, resolution, 
         click.echo(format_against(checked))
         click.echo(f"wrote {path}")
         return
-    result = check_profile(device, measure=measure, space=space, batches=_batches(batch),
+    result = check_profile(device, measure=timed_with, space=space, batches=_batches(batch_size),
                            models=models.split(","), resolution=resolution, repeats=repeats,
                            warmup=warmup, threads=threads,
                            progress=lambda msg: click.echo(f"  {msg}", err=True))

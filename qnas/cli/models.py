@@ -6,7 +6,11 @@ import click
 from . import cli
 
 
-@cli.command("models")
+@cli.command("models", epilog="""\b
+Example:
+  qnas models
+  python -c "import qnas, timm; print(timm.create_model('quadranet_t'))"
+""")
 def models_command() -> None:
     """List the QuadraNet models registered with timm."""
     import timm

@@ -8,7 +8,11 @@ import click
 from . import cli
 
 
-@cli.command("report")
+@cli.command("report", epilog="""\b
+Examples:
+  qnas report runs/quadranet-cortexA76-300ms-s0          # a search run
+  qnas report experiments/results/table3                  # an experiment's results folder
+""")
 @click.argument("run_dir", type=click.Path())
 def report_command(run_dir) -> None:
     """Write RUN_DIR/report.md with tables and PNG plots (a search run folder, a Pareto search
