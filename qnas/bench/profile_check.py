@@ -102,6 +102,17 @@ def relation(device: str, hardware: str) -> str:
     return "validation" if _normalised(device) in _normalised(hardware) else "cross-check"
 
 
+def _against_relation(predictor, hardware: str, path) -> str:
+    """As :func:`relation`, but ``in the fit`` when the file is the one the profile was fitted
+    to (its ``measurements:``): agreement with its own fit data is not a validation — the
+    profile's leave-one-out error (``qnas devices``) is."""
+    kind = relation(predictor.device, hardware)
+    fitted_to = str(getattr(predictor, "profile", {}).get("measurements") or "")
+    if kind == "validation" and fitted_to and Path(fitted_to).name == Path(path).name:
+        return "in the fit"
+    return kind
+
+
 def _hardware(measure: str) -> str:
     if measure == "host-cuda":
         return torch.cuda.get_device_name()
@@ -334,7 +345,7 @@ def check_against(devices: str | Sequence[str], measurements: str) -> AgainstChe
             for predictor in predictors:
                 predicted = predictor.predict_kernels(kernels).latency_ms
                 rows.append({"profile": predictor.device,
-                             "relation": relation(predictor.device, str(row.gpu)),
+                             "relation": _against_relation(predictor, str(row.gpu), path),
                              "batch": int(row.batch), "kind": row.kind, "check": "timing",
                              "what": row.timed, "shape": row.input_shape,
                              "kernels": len(kernels), "predicted": predicted,
@@ -354,7 +365,7 @@ def check_against(devices: str | Sequence[str], measurements: str) -> AgainstChe
                     ("min ratio", ratios[0], row.ratio_min),
                     ("max ratio", ratios[-1], row.ratio_max)):
                 rows.append({"profile": predictor.device,
-                             "relation": relation(predictor.device, str(row.gpu)),
+                             "relation": _against_relation(predictor, str(row.gpu), path),
                              "batch": int(row.batch), "kind": "block", "check": check,
                              "what": f"{len(members)} blocks ({row.timed.replace(';', ',')})",
                              "shape": row.input_shape.replace(";", ","),
