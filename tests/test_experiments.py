@@ -384,3 +384,16 @@ def test_search_vs_random_shrunken(workspace):
     text = (out / "report.md").read_text()
     assert "Kendall τ" in text and "rank" in text and "![search vs random]" in text
     assert (out / "search_vs_random.png").read_bytes()[:8] == PNG
+
+
+def test_resolving_power_compares_children_with_seed_noise():
+    from qnas.experiments.search_vs_random import resolving_power
+
+    # three random children, two seeds each: seed-to-seed differences of 2 points, means 60/61/62
+    frame = pd.DataFrame({"child": ["a", "a", "b", "b", "c", "c"], "group": ["random"] * 6,
+                          "top1": [59.0, 61.0, 60.0, 62.0, 61.0, 63.0]})
+    power = resolving_power(frame)
+    assert power["seeds"] == 2
+    assert power["seed_std"] == pytest.approx(2 ** 0.5)          # var of (x, x+2) is 2
+    assert power["random_means_std"] == pytest.approx(1.0)
+    assert power["noise_only_std"] == pytest.approx(1.0)         # √2 / √2

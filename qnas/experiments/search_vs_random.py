@@ -314,9 +314,26 @@ def analysis(children: pd.DataFrame) -> dict:
             "kendall_tau": float(tau), "kendall_p": float(p_value)}
 
 
-def diagnosis(folder: Path, children: pd.DataFrame, config: dict) -> list[str]:
+def resolving_power(frame: pd.DataFrame) -> dict:
+    """Can this experiment tell children apart at all? The pooled seed-to-seed std of one
+    child's retrained top-1, the std of the random children's means, and what seed noise alone
+    would give for that std (pooled / √seeds): when the two are alike, children of the band do
+    not differ measurably under this recipe, and no search can be seen to beat random."""
+    per_child = frame.groupby("child")["top1"]
+    seeds = int(per_child.count().min())
+    pooled = float(np.sqrt(per_child.var(ddof=1).mean())) if seeds > 1 else math.nan
+    random_means = frame[frame["group"] == "random"].groupby("child")["top1"].mean()
+    return {"seeds": seeds, "seed_std": pooled,
+            "random_means_std": float(random_means.std(ddof=1)) if len(random_means) > 1
+            else math.nan,
+            "noise_only_std": pooled / math.sqrt(seeds) if seeds > 1 else math.nan}
+
+
+def diagnosis(folder: Path, children: pd.DataFrame, config: dict,
+              frame: pd.DataFrame | None = None) -> list[str]:
     """Facts that say why the searched children rank where they do: how much of the budget
-    they use, how the supernet itself ranks them, how decided α was at the end."""
+    they use, how the supernet itself ranks them, how decided α was at the end, and whether
+    the retrained top-1 can resolve differences between children at all."""
     budget = parse_latency(config["target"]["latency"])
     others = children[~children["group"].isin(["searched", "most-probable"])]
     random = others[others["group"] == "random"]["latency_ms"] / budget
@@ -340,6 +357,29 @@ def diagnosis(folder: Path, children: pd.DataFrame, config: dict) -> list[str]:
                      f"{log['entropy'].iloc[-1]:.2f} nats (uniform: {uniform:.2f}); E[LAT] "
                      f"{log['expected_ms'].iloc[-1]:.4g} ms, the arg-max child "
                      f"{log['argmax_ms'].iloc[-1]:.4g} ms.")
+    alpha_children = children[children["group"].isin(["searched", "most-probable"])]
+    random_children_ = children[children["group"] == "random"]
+    if len(alpha_children) and len(random_children_):
+        lines.append(f"- One-shot bias: with the supernet's weights α's children score "
+                     f"{alpha_children['inherited_top1'].mean():.1f}% on average, the random "
+                     f"ones {random_children_['inherited_top1'].mean():.1f}%; retrained "
+                     f"{alpha_children['top1_mean'].mean():.1f}% against "
+                     f"{random_children_['top1_mean'].mean():.1f}%. The search's weight "
+                     f"steps sample paths from α, so the weights favour α's children: "
+                     f"inherited top-1 ranks them among themselves, not against uniform ones.")
+    if frame is not None:
+        power = resolving_power(frame)
+        if math.isfinite(power["seed_std"]):
+            lines.append(f"- Resolving power: one child's retrained top-1 varies by "
+                         f"{power['seed_std']:.1f} points (std) from seed to seed; the "
+                         f"random children's {power['seeds']}-seed means spread by "
+                         f"{power['random_means_std']:.1f} points, against "
+                         f"{power['noise_only_std']:.1f} that seed noise alone would give. "
+                         + ("Children of the band barely differ beyond noise under this "
+                            "recipe: a win of the search could not be seen with "
+                            f"{power['seeds']} seeds."
+                            if power["random_means_std"] < 1.5 * power["noise_only_std"] else
+                            "The children differ beyond seed noise."))
     return ["## Why the searched children rank where they do", "", *lines, ""]
 
 
@@ -372,7 +412,7 @@ def report(folder: Path, manifest: dict) -> Path:
            f"ranking quality, Kendall τ between inherited (supernet) and retrained top-1 over "
            f"the {facts['children']} children: {facts['kendall_tau']:.2f} "
            f"(p = {facts['kendall_p']:.2f}).", ""]
-    md += diagnosis(folder, children, config)
+    md += diagnosis(folder, children, config, frame)
     rows = pd.DataFrame([{"group": group, "children": n, "top-1 mean": mean, "± std": std}
                          for group, (mean, std, n) in g.items() if n])
     md += ["## Per group (mean ± std over the children's seed means)", "",
