@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.qnas-installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean gpu-check
 
 install: $(STAMP)
 
@@ -28,3 +28,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# issue 14's GPU measurements in one command (≤ 8 min on one NVIDIA GPU; no venv needed there)
+GPU_OUT ?= experiments/results/gpu
+gpu-check:
+	scripts/gpu_check.sh $(GPU_OUT)

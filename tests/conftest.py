@@ -48,3 +48,14 @@ def tiny_search(tmp_path_factory):
         return search(config, out=root / "run")
     finally:
         torch.set_num_threads(before)
+
+
+def exit_code(argv) -> int:
+    """Run the qnas CLI in-process; its exit code (0 when it returns)."""
+    from qnas.cli import main
+
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        return exit_.code or 0
+    return 0

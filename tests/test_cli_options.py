@@ -12,6 +12,7 @@ from qnas.cli.options import FORMATS, MEANINGS, QUIET_HELP, RETIRED
 from qnas.predictors.devices import device_table
 from qnas.runtime.accelerator import ACCELERATORS
 from qnas.runtime.threads import DEFAULT_TEXT
+from conftest import exit_code
 
 # commands another change owns today, still spelling an option the old way; each entry is to
 # be removed when that command moves to the shared vocabulary (the test then holds it too)
@@ -48,14 +49,6 @@ def options():
                 for name in param.opts + param.secondary_opts:
                     found.append((path, name, param))
     return found
-
-
-def _exit_code(argv) -> int:
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        return exit_.code or 0
-    return 0
 
 
 def _normalise(text: str) -> str:
@@ -157,7 +150,7 @@ def test_the_check_catches_a_second_meaning(options):
     (["train-supernet", "--epochs", "2"], "--epochs", "--warmup-epochs", "warmup_epochs", 2),
 ])
 def test_old_spellings_work_for_a_release_with_one_note(argv, old, new, key, value, capsys):
-    assert _exit_code([*argv, "--print-config"]) == 0
+    assert exit_code([*argv, "--print-config"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)[key] == value
     assert captured.err.strip().splitlines() == [
@@ -165,7 +158,7 @@ def test_old_spellings_work_for_a_release_with_one_note(argv, old, new, key, val
     # the old spelling is hidden from --help, and both at once is one error line
     assert old not in [name for line in _help(" ".join(argv[:-2]), capsys).splitlines()
                        for name in re.findall(r"^\s+(--[a-z-]+)", line)]
-    assert _exit_code([*argv, new, str(value), "--print-config"]) == 2
+    assert exit_code([*argv, new, str(value), "--print-config"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"qnas: error: give {new} only ({old} is its old spelling)")
 
@@ -174,7 +167,7 @@ def test_input_shape_and_its_old_spelling_in_bench_predictor(capsys):
     text = _help("bench predictor", capsys)
     assert "--input-shape NxCxHxW" in text and "--input " not in text
     # the old spelling's value reaches the command (here: refused as a shape, before any work)
-    assert _exit_code(["bench", "predictor", "--input", "1x3xa", "--no-build"]) == 2
+    assert exit_code(["bench", "predictor", "--input", "1x3xa", "--no-build"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("qnas: note: --input is deprecated")
     assert err[1].startswith("qnas: error: input shape '1x3xa'")
@@ -184,7 +177,7 @@ def test_retrain_lr_options_are_timm_s(capsys):
     text = _help("retrain", capsys)
     for option in ("--lr LR", "--lr-base LR", "--lr-base-size N", "--warmup-epochs"):
         assert option in text, option
-    assert _exit_code(["retrain", "x.json", "--lr", "1e-3", "--batch-size", "64",
+    assert exit_code(["retrain", "x.json", "--lr", "1e-3", "--batch-size", "64",
                        "--print-config"]) == 0
     config = json.loads(capsys.readouterr().out)
     assert config["lr"] == 1e-3 and config["batch_size"] == 64 and config["lr_base_size"] == 4096

@@ -9,6 +9,10 @@ For one architecture sampled from the space, side by side on the same batch:
 Rounds interleave the three (fair on a shared CPU); the table reports median step times,
 their ratio to the child's (goals: weight ≤ 1.15, arch ≤ 2.3) and the activation bytes saved
 for backward (parameters excluded; goal for the weight step ≤ 1.2× the child's).
+
+``device`` (``"cuda"``: ``qnas bench gpu``), ``precision`` (the search's autocast, all three
+steps alike) and ``peak`` (peak memory of each step, :func:`.measure.peak_step_bytes`) are the
+GPU benchmark's; their defaults measure exactly what ``qnas bench supernet`` always did.
 """
 from __future__ import annotations
 
@@ -22,10 +26,11 @@ from torch import nn
 
 from ..nas.proxyless import ProxylessStrategy, no_weight_grads
 from ..nas.supernet import Supernet
+from ..runtime.precision import Precision
 from ..runtime.threads import BENCHMARK, torch_threads
 from ..space import load_space
 from .config import SupernetBenchConfig
-from .measure import saved_bytes, time_round_robin
+from .measure import peak_step_bytes, saved_bytes, time_round_robin
 
 WEIGHT_GOAL, ARCH_GOAL, MEMORY_GOAL = 1.15, 2.3, 1.2
 
@@ -39,14 +44,18 @@ def sample_architecture(space, seed: int) -> list[str]:
     return ops
 
 
-def bench_supernet(config: SupernetBenchConfig | None = None) -> pd.DataFrame:
-    """Run the benchmark; one row per step kind."""
+def bench_supernet(config: SupernetBenchConfig | None = None, device: str = "cpu",
+                   precision: str = "fp32", peak: bool = False) -> pd.DataFrame:
+    """Run the benchmark; one row per step kind (see the module doc for ``device``,
+    ``precision`` and ``peak``)."""
     config = config or SupernetBenchConfig()
     with torch_threads(config.threads, BENCHMARK) as threads:
         space = load_space(config.space)
         torch.manual_seed(config.seed)
         supernet = Supernet(space, config.num_classes, weight_sharing=config.weight_sharing)
-        strategy = ProxylessStrategy(supernet, seed=config.seed)
+        supernet.to(device)
+        mixed = Precision(precision, device)
+        strategy = ProxylessStrategy(supernet, seed=config.seed, precision=mixed)
         ops = sample_architecture(space, config.seed)
         paths = torch.tensor([space.candidates.index(op) for op in ops])
         generator = torch.Generator().manual_seed(config.seed + 1)
@@ -60,31 +69,37 @@ def bench_supernet(config: SupernetBenchConfig | None = None) -> pd.DataFrame:
         child_optimizer = torch.optim.SGD(child.parameters(), lr=0.025, momentum=0.9,
                                           nesterov=True, weight_decay=4e-5)
         images = torch.randn(config.batch_size, 3, config.resolution, config.resolution,
-                             generator=torch.Generator().manual_seed(config.seed))
+                             generator=torch.Generator().manual_seed(config.seed)).to(device)
         labels = torch.randint(0, config.num_classes, (config.batch_size,),
-                               generator=torch.Generator().manual_seed(config.seed))
+                               generator=torch.Generator().manual_seed(config.seed)).to(device)
 
         def child_step():
             child.train()
-            loss = F.cross_entropy(child(images), labels)
+            with mixed.autocast():
+                logits = child(images)
+            loss = F.cross_entropy(logits.float(), labels)
             child_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            child_optimizer.step()
+            mixed.backward(loss)
+            mixed.step(child_optimizer)
 
         steps = {
             "child weight step": child_step,
             "supernet weight step": lambda: strategy.weight_step(images, labels, 0, paths=paths),
             "supernet arch step": lambda: strategy.arch_step(images, labels, 0, pairs=pairs),
         }
-        seconds = time_round_robin(steps, config.rounds, config.warmup, "cpu")
+        seconds = time_round_robin(steps, config.rounds, config.warmup, device)
+        peaks = {name: peak_step_bytes(step, device)[0] for name, step in steps.items()} \
+            if peak else None
 
-        memory = {
-            "child weight step": _forward_saved(lambda: child(images), child),
-            "supernet weight step": _forward_saved(
-                lambda: (supernet.set_paths(paths), supernet(images)), supernet),
-            "supernet arch step": _forward_saved(
-                lambda: (supernet.set_pairs(pairs), supernet(images)), supernet, frozen=True),
-        }
+        with mixed.autocast():
+            memory = {
+                "child weight step": _forward_saved(lambda: child(images), child),
+                "supernet weight step": _forward_saved(
+                    lambda: (supernet.set_paths(paths), supernet(images)), supernet),
+                "supernet arch step": _forward_saved(
+                    lambda: (supernet.set_pairs(pairs), supernet(images)), supernet,
+                    frozen=True),
+            }
         supernet.clear_paths()
 
     base_ms = seconds["child weight step"] * 1e3
@@ -98,10 +113,13 @@ def bench_supernet(config: SupernetBenchConfig | None = None) -> pd.DataFrame:
                      "time_goal": goals[name], "saved_MiB": memory[name] / 2 ** 20,
                      "saved_ratio": memory[name] / base_bytes,
                      "saved_goal": MEMORY_GOAL if name == "supernet weight step" else None})
+        if peaks is not None:
+            rows[-1].update(peak_MiB=peaks[name] / 2 ** 20,
+                            peak_ratio=peaks[name] / peaks["child weight step"])
     table = pd.DataFrame(rows)
     table.attrs.update(space=space.name, ops=ops, batch_size=config.batch_size,
                        resolution=config.resolution, rounds=config.rounds,
-                       threads=threads)
+                       threads=threads, device=device, precision=mixed.name)
     return table
 
 

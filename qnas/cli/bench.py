@@ -284,3 +284,44 @@ def calibrate_host_command(out, device_name, home, children, seed, threads, repe
         click.echo(f"note: {note}")
     click.echo(f"wrote {Path(out) / 'report.md'}, host_calibration.csv, lomo.csv, "
                f"{device_name}.yaml  ({time.perf_counter() - start:.0f} s)")
+
+
+@bench.command("gpu", epilog="""\b
+Examples:
+  qnas bench gpu --out experiments/results/gpu            # every part, on the GPU
+  qnas bench gpu --out experiments/results/gpu --parts blocks,supernet --budget-s 120
+  scripts/gpu_check.sh                                    # all parts, time-limited, <= 8 min""")
+@click.option("--out", default="experiments/results/gpu", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Folder of the CSVs, report.md, environment.json and parts.json.")
+@click.option("--parts", default="all", show_default=True,
+              help="Comma-separated parts: quadraconv, blocks, supernet, e2e, latency, options; "
+                   "all; or report (only rewrite report.md from the CSVs in --out).")
+@click.option("--budget-s", default=None, type=click.FloatRange(min=1),
+              help="Seconds each part may take; a part measures less (and says so) rather "
+                   "than run over  [default: no limit]")
+@click.option("--accelerator", default="cuda", hidden=True,
+              type=click.Choice(["cuda", "cpu"]),
+              help="The accelerator to measure on: cuda; cpu only tests the pipeline.")
+@click.option("--tiny", is_flag=True, hidden=True,
+              help="Toy sizes (with --accelerator cpu: the whole pipeline in seconds).")
+def gpu_command(out, parts, budget_s, accelerator, tiny) -> None:
+    """Everything measured on a CUDA GPU in one command: Table II (QuadraBlock vs HorBlock vs
+    ConvNeXt block), QuadraConv2d's paths, supernet vs child steps, a search and a retrain end
+    to end, the latency of the 24 QuadraBlock candidates and whole models (eager, CUDA graphs,
+    torch.compile; the CSV the GPU profile fit reads), and what --precision, --channels-last
+    and --compile buy. Writes CSVs and report.md (goals met or missed) under --out."""
+    from ..bench.gpu import parse_parts, run_gpu_bench, write_report
+
+    if parse_parts(parts) == []:            # --parts report: no device needed
+        if not Path(out).is_dir():
+            from ..errors import QnasError
+
+            raise QnasError(f"{out} holds no measurements; run 'qnas bench gpu --out {out}' "
+                            f"first")
+        path = write_report(out)
+    else:
+        path = run_gpu_bench(out, parts=parts, accelerator=accelerator, tiny=tiny,
+                             budget_s=budget_s, echo=lambda message: click.echo(message,
+                                                                                 err=True))
+    click.echo(f"wrote {path}")

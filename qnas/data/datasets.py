@@ -190,9 +190,17 @@ def split_dataset(dataset: Dataset, fraction: float, seed: int) -> tuple[Subset,
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
-                drop_last: bool = False, sampler=None) -> DataLoader:
-    """A single-process DataLoader whose order is a function of ``seed`` (and the epoch, via
-    ``loader.generator`` reseeding or a DistributedSampler's ``set_epoch``)."""
+                drop_last: bool = False, sampler=None, workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader whose order is a function of ``seed`` (and the epoch, via
+    ``loader.generator`` reseeding or a DistributedSampler's ``set_epoch``).
+
+    Single-process by default (the CPU path). ``workers`` > 0 reads in that many processes
+    (their seeds come from the seeded generator, the order from the sampler in this process:
+    the same batches); ``pin_memory`` pins each batch for an asynchronous copy to a GPU."""
     generator = torch.Generator().manual_seed(seed)
+    workers = int(workers or 0)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
-                      sampler=sampler, drop_last=drop_last, generator=generator, num_workers=0)
+                      sampler=sampler, drop_last=drop_last, generator=generator,
+                      num_workers=workers, pin_memory=bool(pin_memory),
+                      persistent_workers=False)

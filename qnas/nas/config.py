@@ -20,6 +20,14 @@ from pathlib import Path
 
 from ..errors import QnasError
 from ..runtime.accelerator import ACCELERATOR_HELP, ACCELERATORS, check_accelerator
+from ..runtime.precision import (
+    CHANNELS_LAST_HELP,
+    PRECISION_HELP,
+    PRECISIONS,
+    WORKERS_HELP,
+    WORKERS_SHOWN,
+    check_precision,
+)
 from ..settings import check_int, check_number, setting, to_dict
 from ..units import budget_label, format_ms, parse_budgets
 
@@ -153,6 +161,11 @@ class SearchConfig:
     threads: int | None = setting(None, shown="all cores but one",
                                   help="torch intra-op threads while training.")
     accelerator: str = setting("auto", choices=ACCELERATORS, help=ACCELERATOR_HELP)
+    # how the arithmetic is done and the data moves (qnas.runtime.precision): not what is
+    # searched, so none of them is compared on resume (see NOT_IDENTITY)
+    precision: str = setting("auto", choices=PRECISIONS, help=PRECISION_HELP)
+    channels_last: bool = setting(False, help=CHANNELS_LAST_HELP)
+    workers: int | None = setting(None, shown=WORKERS_SHOWN, help=WORKERS_HELP)
     # a supernet checkpoint holds the supernet, both optimisers' state and every RNG: the
     # largest file of a run. Once best.json and child.pt are written, export and retrain need
     # neither; the newest one is kept by default to continue from it (--supernet, reports)
@@ -201,6 +214,11 @@ class SearchConfig:
         if self.threads is not None:
             check_int(self.threads, "threads", 1)
         self.accelerator = check_accelerator(self.accelerator)
+        self.precision = check_precision(self.precision)
+        if not isinstance(self.channels_last, bool):
+            raise QnasError(f"channels_last must be True or False, got {self.channels_last!r}")
+        if self.workers is not None:
+            check_int(self.workers, "workers", 0)
         check_int(self.keep_checkpoints, "keep_checkpoints", 0)
         if not isinstance(self.tensorboard, bool):
             raise QnasError(f"tensorboard must be True or False, got {self.tensorboard!r}")
@@ -246,12 +264,16 @@ class SearchConfig:
         """Everything, as written to ``config.json`` (``qnas search --config`` reads it back)."""
         return to_dict(self)
 
-    # settings that change where and how fast a run goes or what it leaves, not its results
-    NOT_IDENTITY = ("lut_cache_dir", "threads", "accelerator", "keep_checkpoints", "tensorboard")
+    # settings that change where and how fast a run goes or what it leaves, not what it
+    # searches. The precision changes the arithmetic (as the accelerator does), so a run that
+    # ran out of memory in fp32 may resume in bf16; the switch is noted in run.log
+    NOT_IDENTITY = ("lut_cache_dir", "threads", "accelerator", "precision", "channels_last",
+                    "workers", "keep_checkpoints", "tensorboard")
 
     def identity(self) -> dict:
-        """What must match for ``resume`` (the cache folder, the thread count, the accelerator
-        and what is kept or logged may change)."""
+        """What must match for ``resume`` (the cache folder, the thread count, the accelerator,
+        the precision, the memory format, the loader workers and what is kept or logged may
+        change)."""
         out = self.as_dict()
         for key in self.NOT_IDENTITY:
             out.pop(key)

@@ -16,6 +16,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 
 from ..data import epoch_view, load_dataset, make_loader, split_dataset
 from ..runtime import distributed as dist
+from ..runtime.precision import worker_count
 
 WEIGHT_DATA, ARCH_DATA, VAL_DATA = 0, 1, 2      # loader streams
 SELECTION_EPOCH = 10**7        # first epoch index of the selection canvases: no training step's
@@ -64,7 +65,7 @@ class ShardSampler(torch.utils.data.Sampler):
 
 def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, stream: int,
                  shuffle: bool = True, rank: int | None = None,
-                 world: int | None = None) -> DataLoader:
+                 world: int | None = None, loading: dict | None = None) -> DataLoader:
     """A loader whose order depends only on (seed, epoch, stream): a resumed run sees the
     same batches as an uninterrupted one. Training loaders drop the last partial batch.
 
@@ -72,19 +73,27 @@ def epoch_loader(dataset: Dataset, batch_size: int, seed: int, epoch: int, strea
     training loaders use a DistributedSampler over one seeded permutation, so the ranks' batches
     of step i together are exactly the single-process batch i of ``batch_size × world`` images;
     evaluation loaders (``shuffle=False``) shard without padding.
+
+    ``loading``: what a run on a GPU adds (:func:`qnas.runtime.precision.loader_settings`:
+    pinned memory, worker processes); the batches are the same with or without it.
     """
     dataset = epoch_view(dataset, epoch)
     rank = dist.rank() if rank is None else rank
     world = dist.world_size() if world is None else world
     order_seed = loader_seed(seed, epoch, stream)
+    extra = {}
+    if loading:
+        extra = {"pin_memory": bool(loading.get("pin_memory")),
+                 "workers": worker_count(dataset, loading.get("workers"))}
     if not shuffle:
         return make_loader(dataset, batch_size, shuffle=False, seed=order_seed,
-                           sampler=ShardSampler(len(dataset), rank, world) if world > 1 else None)
+                           sampler=ShardSampler(len(dataset), rank, world) if world > 1 else None,
+                           **extra)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
                                  seed=order_seed, drop_last=False)
     drop_last = len(sampler) > batch_size
     return make_loader(dataset, batch_size, shuffle=False, seed=order_seed, drop_last=drop_last,
-                       sampler=sampler)
+                       sampler=sampler, **extra)
 
 
 def selection_split(data: SearchData, views: int = 4) -> Dataset:

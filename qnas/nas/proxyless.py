@@ -19,6 +19,14 @@ of the ops NOT in S is what it was before the step.
 candidate, p' = p, the active path ~ p; the same formula, no rescale. Every candidate runs
 forward in the arch step (without autograd), so it costs more and is less noisy.
 
+**Mixed precision** (``precision``, :class:`qnas.runtime.precision.Precision`): the forward
+passes of both steps run under autocast; the losses, the latency term and the whole α gradient
+are formed in fp32/fp64 outside it — the gate gradients ⟨o_k, ∂L/∂y⟩ multiply the recorded
+16-bit outputs and gradients in fp64, so autocast changes their inputs' rounding, not the
+formula. In fp16 the weight step's loss is scaled by the run's GradScaler and the arch step's by
+its current scale (divided out again in fp64); an arch step whose gradients overflowed leaves α
+unchanged (``stats["skipped"]``), as the scaler skips such a weight step.
+
 All randomness of a step comes from a ``torch.Generator`` seeded by (seed, step, stream), so
 every DDP rank can draw the same paths, and a resumed run draws what an uninterrupted one would.
 :func:`compute_arch_gradient` is the one place the α gradient is formed (an all-reduce goes
@@ -34,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ..runtime import distributed
+from ..runtime.precision import Precision
 from .config import OptimConfig
 from .latency import LatencyLoss, TableView, expected_latency_ms, masked_probs
 from .supernet import Supernet
@@ -147,26 +156,37 @@ def no_weight_grads(params: Iterable[torch.nn.Parameter]):
 
 
 def compute_arch_gradient(supernet: Supernet, loss: torch.Tensor, groups: torch.Tensor,
-                          valid: torch.Tensor | None = None) -> torch.Tensor:
+                          valid: torch.Tensor | None = None,
+                          loss_scale: float = 1.0) -> torch.Tensor:
     """∂L/∂α after a group forward: the gate part (exact formula) + the latency part.
 
     The one place the α gradient is formed; under torchrun it is averaged over the ranks here
-    (each rank saw its shard of the batch, all ranks the same paths).
+    (each rank saw its shard of the batch, all ranks the same paths). The recorded outputs may
+    be 16-bit (autocast): the gate gradients are formed in fp64 and the result has α's dtype
+    (fp32). ``loss_scale`` (fp16): the gradients are taken of ``loss × loss_scale`` so that
+    small ones do not underflow in 16 bits, and divided by it in fp64; the result is non-finite
+    when they overflowed.
     """
     records = supernet.records()
     outputs = [y for y, _ in records]
     inputs = outputs + ([supernet.alpha] if supernet.alpha.requires_grad else [])
-    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
-    gate = torch.zeros(groups.shape, dtype=torch.float64)
+    scaled = loss.float() * loss_scale if loss_scale != 1.0 else loss
+    grads = torch.autograd.grad(scaled, inputs, allow_unused=True)
+    # on α's device: a GPU step then waits for no per-layer copy to the host
+    gate = torch.zeros(groups.shape, dtype=torch.float64, device=supernet.alpha.device)
     for layer, ((_, members), grad) in enumerate(zip(records, grads)):
         if grad is not None:
-            for slot, output in enumerate(members):       # members: the valid ones, in order
-                gate[layer, slot] = (output.to(torch.float64) * grad).sum()
-    alpha_grad = arch_gradient(supernet.alpha.detach(), groups, gate.to(supernet.alpha.device),
-                               valid)
+            grad = grad.to(torch.float64)
+            # members: the valid ones, in order
+            gate[layer, :len(members)] = torch.stack(
+                [(output.to(torch.float64) * grad).sum() for output in members])
+    if loss_scale != 1.0:
+        gate /= loss_scale
+    alpha_grad = arch_gradient(supernet.alpha.detach(), groups, gate, valid)
     latency_grad = grads[len(outputs)] if len(grads) > len(outputs) else None
     if latency_grad is not None:
-        alpha_grad = alpha_grad + latency_grad
+        alpha_grad = alpha_grad + (latency_grad.to(torch.float64) / loss_scale).to(
+            alpha_grad.dtype)
     return distributed.all_reduce_mean(alpha_grad)
 
 
@@ -181,12 +201,16 @@ class ProxylessStrategy:
         latency_loss: how CE and E[LAT] combine (None: CE only).
         weight_model: what the weight step calls instead of the supernet — under torchrun the
             DistributedDataParallel wrapper of ``supernet.net`` (it averages weight gradients).
+        precision: autocast and loss scaling (:class:`qnas.runtime.precision.Precision`;
+            default fp32 on the supernet's device).
     """
 
     def __init__(self, supernet: Supernet, config: OptimConfig | None = None, seed: int = 0,
                  table: TableView | None = None, latency_loss: LatencyLoss | None = None,
-                 weight_model: torch.nn.Module | None = None):
+                 weight_model: torch.nn.Module | None = None, precision: Precision | None = None):
         self.supernet = supernet
+        self.precision = precision if precision is not None else \
+            Precision("fp32", supernet.alpha.device)
         self.weight_model = weight_model if weight_model is not None else supernet
         self.config = config or OptimConfig()
         self.seed = seed
@@ -213,14 +237,17 @@ class ProxylessStrategy:
         net.train()
         paths = self.sample_paths(step, uniform) if paths is None else paths
         net.set_paths(paths)
-        logits = self.weight_model(images)
-        loss = F.cross_entropy(logits, labels)
+        with self.precision.autocast():
+            logits = self.weight_model(images)
+        loss = F.cross_entropy(logits.float(), labels)
         self.weight_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.precision.backward(loss)
+        clip = None
         if self.config.grad_clip:
-            params = [p for p in net.weight_parameters() if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-        self.weight_optimizer.step()
+            def clip():
+                params = [p for p in net.weight_parameters() if p.grad is not None]
+                torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        self.precision.step(self.weight_optimizer, clip)
         net.clear_paths()
         correct = (logits.detach().argmax(1) == labels).sum().item()
         return {"loss": loss.item(), "correct": correct, "count": len(labels)}
@@ -251,10 +278,13 @@ class ProxylessStrategy:
         net.set_group(groups, valid)
         try:
             with no_weight_grads(net.weight_parameters()):
-                logits = net(images)
-                ce = F.cross_entropy(logits, labels)
+                with self.precision.autocast():
+                    logits = net(images)
+                # the loss, E[LAT] and the α gradient in fp32 (see the module doc)
+                ce = F.cross_entropy(logits.float(), labels)
                 loss, expected = self.arch_loss(ce)
-                alpha_grad = compute_arch_gradient(net, loss, groups, valid)
+                alpha_grad = compute_arch_gradient(net, loss, groups, valid,
+                                                   self.precision.loss_scale())
         finally:
             net.clear_paths()
         return alpha_grad, {"ce": ce.item(), "loss": loss.item(),
@@ -266,6 +296,9 @@ class ProxylessStrategy:
         net = self.supernet
         groups, valid = self.sample_group(step) if pairs is None else (pairs, None)
         alpha_grad, stats = self.arch_gradient(images, labels, groups, valid)
+        stats["skipped"] = self.precision.scaled and not bool(torch.isfinite(alpha_grad).all())
+        if stats["skipped"]:        # fp16 gradients overflowed: leave α as it is
+            return stats
         old_alpha = net.alpha.detach().clone()
         self.arch_optimizer.zero_grad(set_to_none=True)
         net.alpha.grad = alpha_grad.to(net.alpha.dtype)

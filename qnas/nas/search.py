@@ -14,6 +14,13 @@ after each epoch), ``config.json`` (``qnas search --config`` repeats the run) an
 ``best.json`` — or ``supernet.pt`` for a warm-up-only run. Batches and sampled paths are pure
 functions of (seed, epoch, step), so a resumed run ends where an uninterrupted one would.
 
+On a GPU (:mod:`qnas.runtime.precision`): the steps run under ``precision`` (default ``auto``:
+bf16 autocast where the GPU has it; fp32 on a CPU, as before), the supernet and the batches in
+channels-last with ``channels_last``, cuDNN picks its algorithms per shape
+(``cudnn.benchmark``), the training loaders pin memory (and read files in worker processes).
+Validation and the derivation run in fp32. Running out of memory ends the run with one line
+and leaves the last checkpoint to resume from (:mod:`qnas.runtime.loop`).
+
 At the end the derived child's weights (inherited from the supernet, BatchNorm statistics
 re-estimated for it where it has BatchNorm) go into ``child.pt`` next to ``best.json``, which
 records its checksum: ``qnas export`` and ``qnas retrain --init inherit`` need nothing else.
@@ -42,6 +49,13 @@ from ..runtime.checkpoints import CheckpointStore
 from ..runtime.files import save_torch_atomic, write_csv_atomic, write_json_atomic
 from ..runtime.log import run_log
 from ..runtime.loop import ResumableRun, open_run_folder
+from ..runtime.precision import (
+    Precision,
+    loader_settings,
+    prepare_device,
+    to_device,
+    to_memory_format,
+)
 from ..runtime.threads import TRAINING, torch_threads
 from ..space import SearchSpace, load_space
 from ..units import format_ms
@@ -136,6 +150,10 @@ class SearchRun(ResumableRun):
         self.space.check_resolution(c.resolution)
         self.predictor = predictor
         self.device = distributed.training_device(c.accelerator)
+        self.precision = Precision(c.precision, self.device)
+        prepare_device(self.device)
+        self.loading = loader_settings(self.device, c.workers)
+        self.batch_size = c.batch_size
         self.child_state: dict | None = None    # the derived child (finish), for child.pt
         self.data: SearchData = search_data(c.data, c.resolution, c.seed, c.arch_fraction)
         torch.manual_seed(c.seed)
@@ -145,6 +163,7 @@ class SearchRun(ResumableRun):
         if c.supernet:
             load_supernet_weights(self.supernet, c.supernet)
         self.supernet.to(self.device)
+        to_memory_format(self.supernet, c.channels_last)
         # the latency table at the deployment shape (built once, on rank 0)
         self.table: TableView | None = None
         self.latency_loss: LatencyLoss | None = None
@@ -164,7 +183,8 @@ class SearchRun(ResumableRun):
         weight_model = distributed.wrap(self.supernet.net, find_unused_parameters=True)
         self.strategy = ProxylessStrategy(
             self.supernet, c.optim, c.seed, self.table, self.latency_loss,
-            weight_model=None if weight_model is self.supernet.net else weight_model)
+            weight_model=None if weight_model is self.supernet.net else weight_model,
+            precision=self.precision)
         self.total_epochs = c.warmup_epochs + (c.epochs if self.table is not None else 0)
         self.steps_per_epoch = len(self._loader(0))
         if self.steps_per_epoch == 0:
@@ -200,7 +220,10 @@ class SearchRun(ResumableRun):
     # --- the loop's hooks -------------------------------------------------------------------
     def _loader(self, epoch: int):
         return epoch_loader(self.data.weight_train, self.config.batch_size, self.config.seed,
-                            epoch, WEIGHT_DATA)
+                            epoch, WEIGHT_DATA, loading=self.loading)
+
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        return to_device(images, self.device, self.config.channels_last)
 
     def batches(self, epoch: int):
         self._arch_batches = (self._arch_batch_stream(epoch, self.arch_in_epoch)
@@ -215,14 +238,14 @@ class SearchRun(ResumableRun):
             tau = kw_temperature(epoch + index / self.steps_per_epoch, c.warmup_epochs)
             for layer in self.kw_layers:
                 layer.set_temperature(tau)
-        stats = self.strategy.weight_step(images.to(self.device), labels.to(self.device),
+        stats = self.strategy.weight_step(self._to_device(images), labels.to(self.device),
                                           self.weight_steps, uniform=self.phase(epoch)[0] ==
                                           "warmup")
         self.weight_steps += 1
         arch = None
         if self._arch_batches is not None and (index + 1) % c.optim.arch_every == 0:
             arch_images, arch_labels = next(self._arch_batches)
-            arch = self.strategy.arch_step(arch_images.to(self.device),
+            arch = self.strategy.arch_step(self._to_device(arch_images),
                                            arch_labels.to(self.device), self.arch_steps)
             self.arch_steps += 1
             self.arch_in_epoch += 1
@@ -285,7 +308,7 @@ class SearchRun(ResumableRun):
         cycle, seen = 0, 0
         while True:
             loader = epoch_loader(self.data.arch_train, self.config.batch_size, self.config.seed,
-                                  epoch * 1000 + cycle, ARCH_DATA)
+                                  epoch * 1000 + cycle, ARCH_DATA, loading=self.loading)
             if len(loader) == 0:
                 raise QnasError(f"the arch split of {self.data.name} has fewer images per "
                                 f"process than one batch ({self.config.batch_size}); use a "
@@ -310,7 +333,8 @@ class SearchRun(ResumableRun):
         BatchNorm statistics re-estimated for that child, as the derived child's are)."""
         net = self.supernet
         choice = argmax_choice(net.alpha, net.mask)
-        loader = epoch_loader(self.data.val, 256, self.config.seed, 0, VAL_DATA, shuffle=False)
+        loader = epoch_loader(self.data.val, 256, self.config.seed, 0, VAL_DATA, shuffle=False,
+                              loading=self.loading)
         if self.has_batchnorm:
             child = net.child([self.space.candidates[k] for k in choice])
             recalibrate_batchnorm(child, self._loader(0))
@@ -328,11 +352,13 @@ class SearchRun(ResumableRun):
                 "arch_in_epoch": self.arch_in_epoch,
                 "supernet": {k: v.cpu() for k, v in self.supernet.state_dict().items()},
                 "strategy": self.strategy.state_dict(),
+                "precision": self.precision.state_dict(),
                 "alpha_history": self.alpha_history}
 
     def load_state_dict(self, state: dict) -> None:
         self.supernet.load_state_dict(state["supernet"])
         self.strategy.load_state_dict(state["strategy"])
+        self.precision.load_state_dict(state.get("precision"), self.echo)
         self.weight_steps, self.arch_steps = state["weight_steps"], state["arch_steps"]
         self.arch_in_epoch = state.get("arch_in_epoch", 0)
         self.alpha_history = list(state.get("alpha_history", []))
@@ -535,7 +561,19 @@ def start_run(config: SearchConfig, out: str | Path | None = None, resume: bool 
                                "run", (BEST, SUPERNET, CHILD_FILE))
     run = SearchRun(config, out, echo, predictor)
     run.begin(resuming, config.as_dict())
+    describe_training(run, config.channels_last)
     return run
+
+
+def describe_training(run: ResumableRun, channels_last: bool) -> None:
+    """The run's arithmetic in run.log: a line on the console where it is not plain fp32, and
+    the note of fp16 on a CPU."""
+    text = (f"training on {run.device} in {run.precision.describe()}"
+            + (", channels-last" if channels_last else ""))
+    (run.echo if run.precision.mixed else run.debug)(text)
+    note = run.precision.note()
+    if note:
+        run.echo(note)
 
 
 def search(config: SearchConfig, out: str | Path | None = None, resume: bool = False,
@@ -569,7 +607,8 @@ def search(config: SearchConfig, out: str | Path | None = None, resume: bool = F
             if not run.run(stop_after_epochs, progress):
                 return SearchResult(run.out, False, pd.DataFrame(run.rows),
                                     seconds=time.perf_counter() - started)
-            derived, record = run.finish() if distributed.is_main() else (None, None)
+            with run.out_of_memory_guard("the derivation", training=False):
+                derived, record = run.finish() if distributed.is_main() else (None, None)
         best_path, child_path = run.out / BEST, run.out / CHILD_FILE
         if distributed.is_main():
             run.write_result(record)

@@ -9,7 +9,9 @@ How it runs: as three depthwise convs on CPU and for channels_last CUDA input, w
 libraries run a grouped conv with 3 outputs per group far slower; as that one grouped conv
 otherwise (NCHW on CUDA, ``meta``) and in every captured graph (tracing, ONNX export,
 scripting, torch.compile). In training, a hand-written
-backward keeps only x, A⋆x+a and B⋆x+b (or only x with ``memory_efficient=True``).
+backward keeps only x, A⋆x+a and B⋆x+b (or only x with ``memory_efficient=True``); under
+autocast (``--precision bf16|fp16``) it runs entirely in the autocast dtype (x and the filters
+are cast before it, so the fp32 weights still get fp32 gradients).
 """
 from __future__ import annotations
 
@@ -173,6 +175,17 @@ class QuadraConv2d(nn.Module):
             return a * b + c
         split = split_kernels(x)
         if needs_grad:
+            device_type = x.device.type
+            if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+                # mixed precision: the hand-written backward needs x, the filters and the
+                # gradient in ONE dtype, so cast them here (differentiably: the fp32 weights get
+                # fp32 gradients) and run the function with autocast off
+                dtype = torch.get_autocast_dtype(device_type)
+                weight, bias = self.weight.to(dtype), None if self.bias is None else \
+                    self.bias.to(dtype)
+                with torch.autocast(device_type, enabled=False):
+                    return _QuadraConvFunction.apply(x.to(dtype), weight, bias, self.padding,
+                                                     self.memory_efficient, split)
             return _QuadraConvFunction.apply(x, self.weight, self.bias, self.padding,
                                              self.memory_efficient, split)
         a, b, c = quadra_terms(x, self.weight, self.bias, self.padding, split)

@@ -17,6 +17,13 @@ run needs to survive faults, and a subclass owns only what it trains
   exactly where an uninterrupted one would (same machine, threads and processes);
 - SIGINT/SIGTERM on any rank: finish the step, save, exit 130/143 with a resume line;
 - a non-finite loss stops the run, naming the last good checkpoint;
+- running out of memory (``torch.OutOfMemoryError`` — CUDA's, or the CPU allocator's
+  failure) in a step or in the end-of-epoch validation ends the run with ONE line: what ran out,
+  where, the batch size, and what to do (``--resume`` from the last good checkpoint — e.g. with
+  ``--precision bf16``, which is not part of what a resume compares — or a new run with a
+  smaller ``--batch-size``). No checkpoint is written at that moment: the step that failed may
+  have changed part of the state (optimiser moments, BatchNorm statistics, RNGs), so the run
+  resumes from the last checkpoint it wrote, which repeats an uninterrupted run exactly;
 - torchrun: per-step numbers are summed over ranks in ONE all-reduce together with the stop
   flag; only rank 0 writes and reports.
 
@@ -35,8 +42,10 @@ and :meth:`upgrade_settings`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -64,6 +73,36 @@ def check_tensorboard() -> None:
     if importlib.util.find_spec("tensorboard") is None:
         raise QnasError("--tensorboard needs the tensorboard package, which is not installed: "
                         "pip install tensorboard (or run without --tensorboard)")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says that memory ran out: CUDA's (``torch.OutOfMemoryError``) or the CPU
+    allocator's."""
+    import torch
+
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err) if isinstance(err, RuntimeError) else ""
+    return "can't allocate memory" in text or "not enough memory" in text
+
+
+def memory_text(err: BaseException, device) -> str:
+    """What ran out, for the line of an out-of-memory error: ``GPU memory (NVIDIA H200, 139.8
+    GiB; tried to allocate 2.00 GiB)`` or ``CPU memory (…)``."""
+    import torch
+
+    tried = re.search(r"[Tt]ried to allocate ([0-9.]+ ?[KMGT]i?B)", str(err))
+    details = []
+    kind = getattr(device, "type", str(device or "cpu"))
+    if kind == "cuda" and torch.cuda.is_available():
+        index = device.index if getattr(device, "index", None) is not None else \
+            torch.cuda.current_device()
+        properties = torch.cuda.get_device_properties(index)
+        details.append(f"{properties.name}, {properties.total_memory / 2**30:.1f} GiB")
+    if tried:
+        details.append(f"tried to allocate {tried.group(1)}")
+    what = "GPU memory" if kind == "cuda" else "CPU memory"
+    return what + (f" ({'; '.join(details)})" if details else "")
 
 
 def restarted_by_torchrun() -> bool:
@@ -102,6 +141,11 @@ class ResumableRun:
     checkpoint_prefix = "checkpoint"
     what = "run"                     # in messages: "a search", "a retraining run"
     progress_label = "train"
+    # set by a subclass: where it trains, its batch size per process and its
+    # qnas.runtime.precision.Precision (the out-of-memory line names them)
+    device = None
+    batch_size: int | None = None
+    precision = None
 
     def __init__(self, out: str | Path, settings: dict, echo: Echo | None = None,
                  tensorboard: bool = False):
@@ -234,7 +278,8 @@ class ResumableRun:
         for index, batch in enumerate(self.batches(epoch)):
             if index < self.step_in_epoch:          # done before a mid-epoch checkpoint
                 continue
-            values = self.step(batch, epoch, index)
+            with self.out_of_memory_guard("a training step", epoch, index):
+                values = self.step(batch, epoch, index)
             keys = list(values)
             # one all-reduce per step: the numbers, and whether any rank must stop
             reduced = distributed.all_reduce_sum(
@@ -248,7 +293,8 @@ class ResumableRun:
                                 f"{self.step_postfix(totals)}", refresh=False)
             if reduced[-1]:
                 self.interrupt(stop)
-        row = {"epoch": epoch + 1, **self.end_epoch(epoch, dict(self.sums))}
+        with self.out_of_memory_guard("the end-of-epoch validation", epoch, training=False):
+            row = {"epoch": epoch + 1, **self.end_epoch(epoch, dict(self.sums))}
         row["seconds"] = time.perf_counter() - started
         self.epoch += 1
         self.step_in_epoch, self.sums = 0, {}
@@ -290,6 +336,68 @@ class ResumableRun:
                    f"training diverged; {where}; try {remedy}")
         self.log_only(f"error: {message}")
         raise QnasError(message)
+
+    @contextlib.contextmanager
+    def out_of_memory_guard(self, where: str, epoch: int | None = None,
+                            index: int | None = None, training: bool = True):
+        """Turn running out of memory in the body into ONE line (:meth:`out_of_memory_line`);
+        other errors pass unchanged. ``training=False``: the body does not depend on the batch
+        size or the precision (an evaluation), so the line does not suggest them."""
+        message = None
+        try:
+            yield
+        except Exception as err:
+            if not is_out_of_memory(err):
+                raise
+            message = self.out_of_memory_line(err, where, epoch, index, training)
+        if message is None:
+            return
+        # outside the except block: the failed step's frames (and tensors) can go now
+        self._free_device_memory()
+        self.log_only(f"error: {message}")
+        raise QnasError(message)
+
+    def _free_device_memory(self) -> None:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if getattr(self.device, "type", None) == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def out_of_memory_line(self, err: BaseException, where: str, epoch: int | None = None,
+                           index: int | None = None, training: bool = True) -> str:
+        """What ran out, where, at which batch size, and what would work (see the module doc)."""
+        from .precision import cuda_has_bf16
+
+        at = ""
+        if epoch is not None:
+            at = f" at epoch {epoch + 1}" + (f", step {index + 1}" if index is not None else "")
+        batch = f", batch {self.batch_size} per process" if self.batch_size and training else ""
+        precision = getattr(self.precision, "name", "fp32")
+        on_gpu = getattr(self.device, "type", None) == "cuda"
+        lower = None
+        if precision == "fp32" and training:
+            lower = "bf16" if not on_gpu or cuda_has_bf16() else "fp16"
+        last = self.store.paths()
+        if not training:
+            todo = (f"the last good checkpoint is {last[0]}: continue it with --resume --out "
+                    f"{self.out}" if last else "no checkpoint was written yet: start again")
+            return (f"ran out of {memory_text(err, self.device)} in {where} of the {self.what}"
+                    f"{at}; {todo} once more memory is free (other processes on the device?)")
+        smaller = "a smaller --batch-size"
+        if last:
+            cont = f"continue it with --resume --out {self.out}"
+            cont += (f" --precision {lower} (half the activation memory)" if lower
+                     else " once more memory is free")
+            todo = (f"the last good checkpoint is {last[0]}: {cont}, or start a new --out with "
+                    f"{smaller}")
+        else:
+            todo = ("no checkpoint was written yet: start again with " + smaller
+                    + (f" or --precision {lower}" if lower else ""))
+        return (f"ran out of {memory_text(err, self.device)} in {where} of the {self.what}{at}"
+                f"{batch}; {todo}")
 
     def interrupt(self, stop: StopOnSignals | None) -> None:
         """Save a checkpoint and raise :class:`Interrupted` (another rank's signal counts as

@@ -25,6 +25,14 @@ from dataclasses import dataclass, replace
 
 from ..errors import QnasError
 from ..runtime.accelerator import ACCELERATOR_HELP, ACCELERATORS, check_accelerator
+from ..runtime.precision import (
+    CHANNELS_LAST_HELP,
+    PRECISION_HELP,
+    PRECISIONS,
+    WORKERS_HELP,
+    WORKERS_SHOWN,
+    check_precision,
+)
 from ..settings import check_int, check_number, setting, to_dict
 
 PAPER_LR = 4e-3                 # the paper's base lr ...
@@ -36,8 +44,8 @@ INITS = ("scratch", "inherit")
 
 @dataclass
 class RetrainConfig:
-    """Everything that defines a retraining run (``threads``, ``accelerator`` and
-    ``tensorboard`` only change how it runs).
+    """Everything that defines a retraining run (``threads``, ``accelerator``, ``precision``,
+    ``channels_last``, ``compile``, ``workers`` and ``tensorboard`` only change how it runs).
 
     The optimiser's peak rate is :attr:`effective_lr`: ``lr`` when given (absolute, as timm's
     ``--lr``), else ``lr_base × global batch / lr_base_size`` (``batch_size`` per process ×
@@ -80,6 +88,14 @@ class RetrainConfig:
     threads: int | None = setting(None, shown="all cores but one",
                                   help="torch intra-op threads.")
     accelerator: str = setting("auto", choices=ACCELERATORS, help=ACCELERATOR_HELP)
+    # how the arithmetic is done and the data moves (qnas.runtime.precision), not what is
+    # trained: none of them is compared on resume (see NOT_IDENTITY)
+    precision: str = setting("auto", choices=PRECISIONS, help=PRECISION_HELP)
+    channels_last: bool = setting(False, help=CHANNELS_LAST_HELP)
+    compile: bool = setting(False, help="Compile the child with torch.compile (the first steps "
+                                        "take longer while it compiles; validation runs "
+                                        "eagerly).")
+    workers: int | None = setting(None, shown=WORKERS_SHOWN, help=WORKERS_HELP)
     tensorboard: bool = setting(False, help="Also write TensorBoard scalars per epoch (loss, "
                                             "top-1, lr) to <out>/tensorboard/ (needs: pip "
                                             "install tensorboard).")
@@ -94,6 +110,12 @@ class RetrainConfig:
         check_number(self.lr_base, "lr_base", 0, low_open=True)
         check_int(self.lr_base_size, "lr_base_size", 1)
         self.accelerator = check_accelerator(self.accelerator)
+        self.precision = check_precision(self.precision)
+        for name in ("channels_last", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise QnasError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.workers is not None:
+            check_int(self.workers, "workers", 0)
         if not isinstance(self.tensorboard, bool):
             raise QnasError(f"tensorboard must be True or False, got {self.tensorboard!r}")
         check_number(self.weight_decay, "weight_decay", 0)
@@ -179,11 +201,14 @@ class RetrainConfig:
     def as_dict(self) -> dict:
         return to_dict(self)
 
-    NOT_IDENTITY = ("threads", "accelerator", "tensorboard")
+    # how a run goes, not what it trains: the precision changes the arithmetic (as the
+    # accelerator does), so a run that ran out of memory in fp32 may resume in bf16
+    NOT_IDENTITY = ("threads", "accelerator", "precision", "channels_last", "compile", "workers",
+                    "tensorboard")
 
     def identity(self) -> dict:
-        """What must match for ``resume`` (the thread count, the accelerator and TensorBoard
-        may change)."""
+        """What must match for ``resume`` (the thread count, the accelerator, the precision,
+        the memory format, compilation, the loader workers and TensorBoard may change)."""
         out = self.as_dict()
         for key in self.NOT_IDENTITY:
             out.pop(key)

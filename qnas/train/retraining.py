@@ -26,9 +26,17 @@ signals, torchrun, resume). A run folder (default ``<best.json's folder>/retrain
 ``tensorboard=True`` and, at the end, ``retrain.json``. :func:`load_retrained` turns either
 ``.pt`` back into a network. ``--init inherit`` reads the child's weights from the search's
 ``child.pt`` (the supernet checkpoint for a best.json of qnas < 0.2).
+
+On a GPU (:mod:`qnas.runtime.precision`): ``precision`` (default ``auto``: bf16 autocast where
+the GPU has it, fp32 on a CPU as before; fp16 with timm-style loss scaling), ``channels_last``,
+``compile`` (``torch.compile`` of the training forward; validation and the EMA run eagerly),
+pinned batches and, for datasets read from files, worker processes; cuDNN autotuning. Running
+out of memory ends the run with one line and leaves the last checkpoint to resume from
+(:mod:`qnas.runtime.loop`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -55,6 +63,13 @@ from ..runtime.checkpoints import CheckpointStore, load_verified, save_verified
 from ..runtime.files import write_csv_atomic, write_json_atomic
 from ..runtime.log import run_log
 from ..runtime.loop import CONFIG, ResumableRun, open_run_folder
+from ..runtime.precision import (
+    Precision,
+    loader_settings,
+    prepare_device,
+    to_device,
+    to_memory_format,
+)
 from ..runtime.threads import TRAINING, torch_threads
 from ..space import space_from_dict
 from .config import RetrainConfig
@@ -95,6 +110,47 @@ class RetrainResult:
 def has_checkpoint(folder: str | Path) -> bool:
     """Whether ``folder`` holds a retraining checkpoint to resume (``last-*.pt``)."""
     return CheckpointStore(folder, prefix=LAST).exists()
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """``torch.compile(model)`` (the module shares the weights; compiling happens at its first
+    call), refused with one line where torch.compile is not available."""
+    if not hasattr(torch, "compile"):
+        raise QnasError(f"--compile needs torch.compile (torch ≥ 2.0; this is "
+                        f"{torch.__version__}); run without --compile")
+    return torch.compile(model)
+
+
+@contextlib.contextmanager
+def compile_errors(active: bool):
+    """With ``--compile``: a failure of the compiler (no C++ compiler, an unsupported op) as
+    one line instead of a compiler's traceback."""
+    if not active:
+        yield
+        return
+    try:
+        yield
+    except Exception as err:
+        from torch._dynamo.exc import TorchDynamoException
+
+        if not isinstance(err, TorchDynamoException):
+            raise
+        first = " ".join(str(err).split())[:200]
+        raise QnasError(f"--compile: torch.compile failed ({type(err).__name__}: {first}); "
+                        f"run without --compile") from None
+
+
+def describe_training(run: ResumableRun, channels_last: bool, compiled: bool) -> None:
+    """The run's arithmetic in run.log: a line on the console where it is not plain eager
+    fp32, and the note of fp16 on a CPU."""
+    extras = [name for name, on in (("channels-last", channels_last),
+                                    ("torch.compile", compiled)) if on]
+    text = f"training on {run.device} in {run.precision.describe()}" + "".join(
+        f", {extra}" for extra in extras)
+    (run.echo if run.precision.mixed or compiled else run.debug)(text)
+    note = run.precision.note()
+    if note:
+        run.echo(note)
 
 
 def default_out(best: BestArch) -> Path:
@@ -159,8 +215,16 @@ class RetrainRun(ResumableRun):
         if c.init == "inherit":
             self.inherited_from = inherit_weights(best, self.model, data.num_classes, self.echo)
         self.device = distributed.training_device(c.accelerator)
+        self.precision = Precision(c.precision, self.device)
+        prepare_device(self.device)
+        self.loading = loader_settings(self.device, c.workers)
+        self.batch_size = c.batch_size
         self.model.to(self.device)
-        self.train_model = distributed.wrap(self.model)     # DDP averages the gradients
+        to_memory_format(self.model, c.channels_last)
+        # DDP averages the gradients; torch.compile goes around it (as torch's DDP notes say)
+        self.train_model = distributed.wrap(self.model)
+        if c.compile:
+            self.train_model = compile_model(self.train_model)
         # the global RNG draws DropPath masks: one stream per rank (as timm's train.py seeds
         # seed + rank), or every rank would drop the same samples of its shard
         torch.manual_seed(c.seed + distributed.rank())
@@ -189,7 +253,7 @@ class RetrainRun(ResumableRun):
     # --- the loop's hooks -------------------------------------------------------------------
     def _loader(self, epoch: int):
         return epoch_loader(self.data.train, self.config.batch_size, self.config.seed, epoch,
-                            TRAIN_STREAM)
+                            TRAIN_STREAM, loading=self.loading)
 
     def batches(self, epoch: int):
         self.model.train()
@@ -206,14 +270,19 @@ class RetrainRun(ResumableRun):
         """One optimiser step (loss with label smoothing, clipped gradients, AdamW, EMA)."""
         step = epoch * self.steps_per_epoch + index
         self.scheduler.step_update(step)
-        images, labels = batch[0].to(self.device), batch[1].to(self.device)
-        logits = self.train_model(images)
-        loss = self.criterion(logits, labels)
+        images = to_device(batch[0], self.device, self.config.channels_last)
+        labels = batch[1].to(self.device, non_blocking=batch[1].is_pinned())
+        with self.precision.autocast(), compile_errors(self.config.compile):
+            logits = self.train_model(images)
+        loss = self.criterion(logits.float(), labels)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with compile_errors(self.config.compile):
+            self.precision.backward(loss)
+        clip = None
         if self.config.clip_grad is not None:
-            dispatch_clip_grad(self.model.parameters(), self.config.clip_grad, mode="norm")
-        self.optimizer.step()
+            def clip():
+                dispatch_clip_grad(self.model.parameters(), self.config.clip_grad, mode="norm")
+        self.precision.step(self.optimizer, clip)
         if self.ema is not None:
             self.ema.update(self.model, step=step + 1)
         return {"loss": loss.item() * len(labels),
@@ -225,7 +294,8 @@ class RetrainRun(ResumableRun):
 
     def end_epoch(self, epoch: int, sums: dict) -> dict:
         count = max(sums.get("count", 0.0), 1.0)
-        loader = epoch_loader(self.data.val, 256, self.config.seed, 0, VAL_STREAM, shuffle=False)
+        loader = epoch_loader(self.data.val, 256, self.config.seed, 0, VAL_STREAM, shuffle=False,
+                              loading=self.loading)
         parallel = distributed.is_initialized()
         row = {"lr": self.optimizer.param_groups[0]["lr"],
                "train_loss": sums.get("loss", 0.0) / count,
@@ -273,6 +343,7 @@ class RetrainRun(ResumableRun):
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "precision": self.precision.state_dict(),
             "best_top1": self.best_top1, "best_epoch": self.best_epoch,
             "weights": "ema" if self.ema is not None else "model"}
 
@@ -289,6 +360,7 @@ class RetrainRun(ResumableRun):
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
+        self.precision.load_state_dict(state.get("precision"), self.echo)
         self.best_top1, self.best_epoch = float(state["best_top1"]), int(state["best_epoch"])
 
     def save_extra(self, state: dict) -> None:
@@ -385,6 +457,7 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
                  f"augmentation {'on' if run.augment else 'off'}")
         run.begin(resuming, config.as_dict())
         run.debug(f"{threads} torch thread(s), training on {run.device}")
+        describe_training(run, config.channels_last, config.compile)
         run.run(stop_after_epochs, progress)
 
     last_row = run.rows[-1] if run.rows else {}
