@@ -26,6 +26,9 @@ def test_block_table_has_every_kind_and_column(block_table):
     assert list(block_table.columns) == BLOCK_COLUMNS
     assert list(block_table["kind"]) == list(BLOCK_KINDS)
     assert block_table[BLOCK_COLUMNS[:19]].notna().all().all()
+    for figure in ("train_img_s", "infer_img_s"):         # the interquartile range brackets it
+        assert (block_table[f"{figure}_low"] <= block_table[figure]).all()
+        assert (block_table[figure] <= block_table[f"{figure}_high"]).all()
     assert (block_table[["saved_bytes", "train_img_s", "infer_img_s", "macs_per_image"]] > 0) \
         .all().all()
 

@@ -77,6 +77,8 @@ BLOCK_COLUMNS = [
     "params_vs_quadra", "macs_vs_quadra", "saved_vs_quadra", "peak_vs_quadra",
     "train_vs_quadra", "infer_vs_quadra",
     "train_ms", "infer_ms", "macs_counter", "saved_rule", "peak_method",
+    # the interquartile range of the timed rounds, as throughput (error bars)
+    "train_img_s_low", "train_img_s_high", "infer_img_s_low", "infer_img_s_high",
 ]
 # figure column -> its ratio column
 RATIOS = {"params": "params_vs_quadra", "macs_per_image": "macs_vs_quadra",
