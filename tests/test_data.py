@@ -51,3 +51,22 @@ def test_training_and_validation_use_different_handwriting():
 def test_bad_digit_pairs_specs_are_one_line():
     with pytest.raises(QnasError, match="digit-pairs:upper|max|sum"):
         load_dataset("digit-pairs:product", 32)
+
+
+def test_a_fixed_split_keeps_the_benchmark_whatever_the_seed():
+    # split=S fixes the held-out handwriting and the validation canvases (a fixed benchmark, as
+    # ImageNet's val is); the run's seed still draws the training canvases
+    one = load_dataset("digit-pairs:val=40,split=0", 16, seed=1)
+    two = load_dataset("digit-pairs:split=0,val=40", 16, seed=2)
+    assert len(one.val) == 40 and one.name == "digit-pairs:val=40,split=0" == two.name
+    assert torch.equal(one.val.tensors[0], two.val.tensors[0])
+    assert (one.train.digit_indices == two.train.digit_indices).all()
+    assert not torch.equal(epoch_view(one.train, 0).tensors[0],
+                           epoch_view(two.train, 0).tensors[0])
+    seed_zero = load_dataset("digit-pairs:val=40", 16, seed=0)
+    assert torch.equal(seed_zero.val.tensors[0], one.val.tensors[0])
+    assert load_dataset("digit-pairs:max,val=20", 16).name == "digit-pairs:max,val=20"
+    for bad, says in (("digit-pairs:val=x", "not understood"), ("digit-pairs:size=3", "split=S"),
+                      ("digit-pairs:val=2", "at least 10")):
+        with pytest.raises(QnasError, match=says):
+            load_dataset(bad, 16)

@@ -6,6 +6,12 @@
 ``imagefolder:PATH``  torchvision ImageFolder with PATH/train and PATH/val.
 ``digit-pairs``       two bundled digits on a cluttered canvas, label: the upper digit; the
                       embedded benchmark on which architectures differ (:mod:`.pairs`).
+                      Options after a colon, comma-separated: a label rule (``upper``,
+                      ``max``, ``sum``), ``val=N`` validation canvases (default 600) and
+                      ``split=S`` to fix the benchmark (which handwriting is held out, the
+                      validation canvases) whatever the run's seed — e.g.
+                      ``digit-pairs:val=3000,split=0``. Without ``split`` the run's seed
+                      draws the split, as for every other dataset.
 ``synthetic``         random class-dependent patterns (for tests).
 """
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import QnasError
-from .pairs import LABELS, digit_pairs
+from .pairs import LABELS, VAL_SIZE, digit_pairs
 
 DATASET_FORMS = "digit-pairs, digits, synthetic, cifar10:PATH, imagefolder:PATH"
 
@@ -139,10 +145,7 @@ def check_spec(spec: str) -> tuple[str, str]:
     if name in ("digits", "synthetic") and not arg:
         return name, arg
     if name == "digit-pairs":
-        if arg and arg.lower() not in LABELS:
-            raise QnasError(f"unknown digit-pairs label {arg!r}; use digit-pairs or "
-                            f"digit-pairs:{'|'.join(LABELS)}")
-        return name, arg.lower()
+        return name, _pairs_arg(pairs_options(arg))
     if name in ("cifar10", "imagefolder"):
         if not arg:
             raise QnasError(f"--data {name} needs a path: {name}:PATH")
@@ -151,6 +154,35 @@ def check_spec(spec: str) -> tuple[str, str]:
                             f"folder")
         return name, arg
     raise QnasError(f"unknown dataset {spec!r}; use one of: {DATASET_FORMS}")
+
+
+def pairs_options(arg: str) -> dict:
+    """The options of a ``digit-pairs:…`` spec: ``{"rule", "val", "split"}`` (``split`` None:
+    the run's seed). Bare ``upper``/``max``/``sum`` is the rule; ``val=N`` and ``split=S``
+    are integers."""
+    options: dict = {"rule": "upper", "val": None, "split": None}
+    forms = f"digit-pairs[:{'|'.join(LABELS)}][,val=N][,split=S]"
+    for token in filter(None, (part.strip().lower() for part in arg.split(","))):
+        key, equals, value = token.partition("=")
+        if not equals:
+            if key not in LABELS:
+                raise QnasError(f"unknown digit-pairs label {key!r}; use {forms}")
+            options["rule"] = key
+            continue
+        if key not in ("val", "split") or not value.isdigit():
+            raise QnasError(f"digit-pairs option {token!r} not understood; use {forms}")
+        number = int(value)
+        if key == "val" and number < 10:
+            raise QnasError(f"digit-pairs val={number}: at least 10 validation canvases")
+        options[key] = number
+    return options
+
+
+def _pairs_arg(options: dict) -> str:
+    """The canonical spelling of digit-pairs options (defaults left out)."""
+    parts = [options["rule"]] if options["rule"] != "upper" else []
+    parts += [f"{key}={options[key]}" for key in ("val", "split") if options[key] is not None]
+    return ",".join(parts)
 
 
 def load_dataset(spec: str = "digit-pairs", resolution: int = 32, seed: int = 0,
@@ -164,10 +196,14 @@ def load_dataset(spec: str = "digit-pairs", resolution: int = 32, seed: int = 0,
     if name == "synthetic":
         return _synthetic(resolution, seed, val_fraction)
     if name == "digit-pairs":
-        rule = arg or "upper"
-        train, val = digit_pairs(resolution, seed, rule)
-        return DatasetSplits("digit-pairs" + (f":{rule}" if rule != "upper" else ""), train, val,
-                             10, 3, resolution)
+        options = pairs_options(arg)
+        split = seed if options["split"] is None else options["split"]
+        train, val = digit_pairs(resolution, split, options["rule"],
+                                 val_size=options["val"] or VAL_SIZE)
+        if options["split"] is not None and seed != split:
+            train = train.reseeded(seed)      # fresh training canvases still follow the run's seed
+        return DatasetSplits("digit-pairs" + (f":{arg}" if arg else ""), train, val, 10, 3,
+                             resolution)
     path = Path(arg).expanduser()
     return _cifar10(path, resolution) if name == "cifar10" else _imagefolder(path, resolution)
 

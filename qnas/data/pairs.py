@@ -139,6 +139,13 @@ class PairsTrain(Dataset):
         self._cache.move_to_end(epoch)
         return self._cache[epoch]
 
+    def reseeded(self, seed: int) -> "PairsTrain":
+        """The same split (digit pool, normalisation) drawing its canvases from ``seed``."""
+        other = PairsTrain(self.digits, self.labels, self.size, self.resolution, seed,
+                           self.rule, (self.mean, self.std))
+        other.digit_indices = getattr(self, "digit_indices", None)
+        return other
+
     def __len__(self) -> int:
         return self.size
 
