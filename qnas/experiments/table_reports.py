@@ -229,7 +229,12 @@ def blocks_report(folder: Path, manifest: dict) -> Path:
           f"{first['resolution']}×{first['resolution']} maps, {first['device']}, "
           f"{first['threads']} threads; ratios are × QuadraBlock's at the same width.", "",
           f"- MACs: {first['macs_counter']}", f"- saved: {first['saved_rule']}",
-          f"- peak: {first['peak_method']}", ""]
+          f"- peak: {first['peak_method']}"]
+    if "train_img_s_low" in table.columns:
+        md += ["- throughput: median over the timed rounds; the error bars of the throughput "
+               "plot span their interquartile range (columns `*_img_s_low`/`*_img_s_high` of "
+               f"`{BLOCKS_CSV}`)"]
+    md += [""]
     view = blocks.format_block_table(table)
     md += ["## Blocks", "", *md_table(view, {c: ".3g" for c in view.columns
                                              if c not in ("kind", "C")}).splitlines(), ""]
