@@ -117,3 +117,21 @@ def test_sample_in_band_draws_distinct_children_from_alpha_within_the_band():
     assert all(c[0] == 0 for c in drawn[:3])
     assert sample_in_band(log_probs, table, 6.0, 8.0, 2, seed=0) == drawn[:2]
     assert sample_in_band(log_probs, table, 100.0, 200.0, 5, seed=0) == []
+
+
+def test_a_drawn_child_must_beat_the_most_probable_one_beyond_noise():
+    from qnas.nas.derive import beats_by_test
+
+    rng = np.random.default_rng(0)
+    incumbent = rng.random(2000) < 0.70
+    # the same canvases, 40 of the incumbent's errors fixed: a clear, paired win
+    better = incumbent.copy()
+    better[np.flatnonzero(~incumbent)[:40]] = True
+    assert beats_by_test(better, incumbent) < 1e-6
+    # as many new errors as fixes (0.0 points ahead): no evidence, whatever the ranking says
+    shuffled = incumbent.copy()
+    shuffled[np.flatnonzero(~incumbent)[:30]] = True
+    shuffled[np.flatnonzero(incumbent)[:28]] = False
+    assert 0.2 < beats_by_test(shuffled, incumbent) < 0.7
+    assert beats_by_test(incumbent, better) == 1.0         # worse: never a win
+    assert beats_by_test(incumbent, incumbent) == 1.0      # identical answers

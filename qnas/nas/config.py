@@ -146,14 +146,17 @@ class SearchConfig:
     # from decided (search vs random, cortexA76 30 ms: entropy 1.54 of 1.95 nats), and that child
     # used 76% of the budget and ranked last of 10 by its top-1 with the supernet's weights: the
     # supernet knew better than α. alpha+eval keeps it as one candidate, draws more from
-    # softmax(α) among the children that use the budget, and keeps the best on held-out canvases
-    # of the arch split (never the validation split).
+    # softmax(α) among the children that use the budget, and takes the best on held-out canvases
+    # of the arch split (never the validation split) — only when its lead is beyond evaluation
+    # noise (a paired test), since a lead of 0.1 point once picked a child that retrained worse.
     derive: str = setting("alpha+eval", choices=DERIVE_MODES,
                           help="How the child is chosen: 'alpha' the most probable one within "
                                "the budget (ProxylessNAS); 'alpha+eval' the best, by top-1 with "
                                "the supernet's weights on the arch split, of that one and "
                                "--derive-candidates more drawn from softmax(α) within "
-                               "[(1 - band)·T, T].")
+                               "[(1 - band)·T, T] — a drawn child replaces the most probable "
+                               "one only when it is significantly better (McNemar, p < 0.05 "
+                               "Bonferroni).")
     derive_candidates: int = setting(24, help="Children drawn from softmax(α) for alpha+eval.")
     derive_band: float = setting(0.1, help="alpha+eval draws children whose latency lies in "
                                            "[(1 - band)·T, T].", cli=False)

@@ -201,3 +201,21 @@ def derive_architecture(alpha: torch.Tensor, table: TableView, target_ms: float)
 def argmax_choice(alpha: torch.Tensor, mask: torch.Tensor) -> list[int]:
     """The per-layer most probable candidate (no budget)."""
     return alpha.detach().masked_fill(~mask, float("-inf")).argmax(-1).tolist()
+
+
+# a drawn child replaces the most probable one only at this significance (family-wise, split
+# over the drawn candidates by Bonferroni)
+SELECTION_LEVEL = 0.05
+
+
+def beats_by_test(challenger: np.ndarray, incumbent: np.ndarray) -> float:
+    """One-sided exact McNemar test that ``challenger`` is right more often than ``incumbent``
+    on the same images (boolean vectors in the same order): the p-value of the discordant
+    pairs under a fair coin."""
+    from scipy.stats import binomtest
+
+    wins = int((challenger & ~incumbent).sum())
+    losses = int((~challenger & incumbent).sum())
+    if wins + losses == 0:
+        return 1.0
+    return float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue)

@@ -113,12 +113,32 @@ def inherited_top1(supernet, ops: list[str], data: SearchData, evaluation: Datas
                    batch_size: int, seed: int) -> float:
     """Top-1 of one child with the supernet's weights on ``evaluation`` (its BatchNorm
     statistics, if any, re-estimated for that child on the weight split first). One process."""
+    return 100.0 * float(inherited_correct(supernet, ops, data, evaluation, batch_size,
+                                           seed).mean())
+
+
+def inherited_correct(supernet, ops: list[str], data: SearchData, evaluation: Dataset,
+                      batch_size: int, seed: int) -> np.ndarray:
+    """Which images of ``evaluation`` (in order) one child gets right with the supernet's
+    weights — what a paired test between two children needs (see :func:`inherited_top1`)."""
     child = supernet.child(ops)
     if has_batchnorm(child):
         recalibrate_batchnorm(child, epoch_loader(data.weight_train, batch_size, seed, 0,
                                                   WEIGHT_DATA, rank=0, world=1))
-    return evaluate_top1(child, epoch_loader(evaluation, 256, seed, 0, VAL_DATA, shuffle=False,
-                                             rank=0, world=1))
+    return evaluate_correct(child, epoch_loader(evaluation, 256, seed, 0, VAL_DATA,
+                                                shuffle=False, rank=0, world=1))
+
+
+@torch.no_grad()
+def evaluate_correct(model: nn.Module, loader: DataLoader) -> np.ndarray:
+    """Per image of ``loader`` (in its order): is the top-1 prediction right? One process."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    right = [(model(images.to(device)).argmax(1).cpu() == labels).numpy()
+             for images, labels in loader]
+    model.train(was_training)
+    return np.concatenate(right) if right else np.zeros(0, dtype=bool)
 
 
 @torch.no_grad()

@@ -63,8 +63,10 @@ from .best import CHILD_FILE, BestRecord, child_payload, write_child
 from .best import FILE_NAME as BEST
 from .config import SearchConfig
 from .derive import (
+    SELECTION_LEVEL,
     Derived,
     argmax_choice,
+    beats_by_test,
     derive_architecture,
     derived_of,
     log_probs_of,
@@ -78,7 +80,7 @@ from .evaluator import (
     epoch_loader,
     evaluate_top1,
     has_batchnorm,
-    inherited_top1,
+    inherited_correct,
     recalibrate_batchnorm,
     search_data,
     selection_split,
@@ -467,30 +469,43 @@ class SearchRun(ResumableRun):
         """The ``alpha+eval`` derivation: the most probable child within the budget and up to
         ``derive_candidates`` more drawn from softmax(α) whose latency uses the budget
         ([(1 − band)·T, T]), each scored by its top-1 with the supernet's weights on held-out
-        canvases of the arch split; the best wins (ties: the one drawn first, the most probable
-        child before all). Returns the winner and what best.json records of the choice."""
+        canvases of the arch split. The best-scoring drawn child replaces the most probable one
+        only when it is right on significantly more of the same canvases (:func:`beats_by_test`)
+        — otherwise the choice would follow evaluation noise: in search vs random (3 searches)
+        the one replacement happened on a 0.1-point lead over 1,920 canvases and retrained 1.6
+        points worse than the child it replaced. Returns the winner and what best.json records
+        of the choice."""
         c, table, net = self.config, self.table, self.supernet
         log_probs = log_probs_of(net.alpha, table.mask)
         low = (1.0 - c.derive_band) * c.budget_ms
         drawn = sample_in_band(log_probs, table, low, c.budget_ms, c.derive_candidates, c.seed)
         choices = [most_probable.choice] + [k for k in drawn if k != most_probable.choice]
         evaluation = selection_split(self.data)
-        scores = []
-        for index, choice in enumerate(choices):
-            ops = [self.space.candidates[k] for k in choice]
-            scores.append(inherited_top1(net, ops, self.data, evaluation, c.batch_size, c.seed))
-        best = max(range(len(choices)), key=lambda i: (scores[i], -i))
+        correct = [inherited_correct(net, [self.space.candidates[k] for k in choice],
+                                     self.data, evaluation, c.batch_size, c.seed)
+                   for choice in choices]
+        scores = [100.0 * float(right.mean()) for right in correct]
+        leader = max(range(len(choices)), key=lambda i: (scores[i], -i))
+        p_value = beats_by_test(correct[leader], correct[0]) if leader else math.nan
+        level = SELECTION_LEVEL / max(len(choices) - 1, 1)      # Bonferroni over the drawn
+        best = leader if leader and p_value < level else 0
         derived = derived_of(choices[best], log_probs, table, c.budget_ms, "alpha+eval")
+        verdict = ("" if not leader else
+                   f" (the best drawn one {scores[leader]:.1f}%, McNemar p = {p_value:.2g} "
+                   f"{'<' if best else '≥'} {level:.2g})")
         self.echo(f"alpha+eval: {len(choices)} candidates ({len(drawn)} drawn from softmax(α) "
                   f"within {format_ms(low)}–{format_ms(c.budget_ms)}), top-1 on "
                   f"{len(evaluation)} arch-split images {min(scores):.1f}–{max(scores):.1f}%; "
-                  f"the most probable child {scores[0]:.1f}%, the chosen one {scores[best]:.1f}%"
-                  f": {self.space.describe_ops(derived.ops)} — {format_ms(derived.latency_ms)}")
+                  f"the most probable child {scores[0]:.1f}%{verdict}; chosen: "
+                  f"{self.space.describe_ops(derived.ops)} — {format_ms(derived.latency_ms)}")
         return derived, {
             "selection": {"candidates": len(choices), "drawn_in_band": len(drawn),
                           "band_ms": [low, c.budget_ms], "images": len(evaluation),
                           "split": "arch (held-out canvases)", "top1": scores,
-                          "chosen_index": best},
+                          "leader_index": leader, "chosen_index": best,
+                          "test": "McNemar exact, one-sided, leader vs the most probable child",
+                          "p_value": None if math.isnan(p_value) else p_value,
+                          "level": level},
             "most_probable": {"ops": most_probable.ops, "latency_ms": most_probable.latency_ms,
                               "log_prob": most_probable.log_prob, "selection_top1": scores[0]}}
 
