@@ -291,3 +291,32 @@ def test_a_useless_result_is_called_out_in_search_and_report(workspace, capsys):
     main(["report", str(out)])
     assert "warning: the derived child is the smallest of the space" in capsys.readouterr().out
     assert "**Warning:** the derived child is the smallest" in (out / "report.md").read_text()
+
+
+def test_uniform_weight_sampling_trains_the_weights_apart_from_alpha(workspace):
+    """--weight-sampling uniform: the weight steps' paths no longer follow α, so two searches
+    whose α moves differently (arch lr) end with the same weights; drawn from α they do not."""
+    root, space = workspace
+
+    def final_weights(sampling: str, arch_lr: float) -> dict:
+        config = tiny_config(space, lut_cache_dir=str(root / "lut"), epochs=2,
+                             optim=OptimConfig(arch_lr=arch_lr, arch_every=1,
+                                               weight_sampling=sampling))
+        out = root / f"sampling-{sampling}-{arch_lr}"
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            search(config, out=out)
+        finally:
+            torch.set_num_threads(threads)
+        state = torch.load(CheckpointStore(out).paths()[0], map_location="cpu",
+                           weights_only=False)["supernet"]
+        return {k: v for k, v in state.items() if "alpha" not in k}
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(final_weights("uniform", 0.05), final_weights("uniform", 0.5))
+    assert not same(final_weights("alpha", 0.05), final_weights("alpha", 0.5))
+    with pytest.raises(QnasError, match="weight_sampling"):
+        OptimConfig(weight_sampling="greedy")

@@ -325,6 +325,28 @@ def analysis(children: pd.DataFrame) -> dict:
             "kendall_tau": float(tau), "kendall_p": float(p_value)}
 
 
+def budget_allocation(frame: pd.DataFrame, children: pd.DataFrame, space) -> str:
+    """Where each group puts its blocks: mean blocks per stage and the share of expansion-4
+    blocks, for α's children, the random ones and the best-retrained third of the random ones —
+    whether the search spends the budget where retraining rewards it."""
+    ops = frame.groupby("child")["ops"].first().str.split()
+
+    def profile(names) -> str:
+        stages = np.array([[sum(not is_identity(op) for op in stage)
+                            for stage in space.stage_ops(ops[name])] for name in names])
+        blocks = [op for name in names for op in ops[name] if not is_identity(op)]
+        wide = np.mean([kernel_and_expansion(op)[1] == 4 for op in blocks]) if blocks else 0.0
+        return f"{'/'.join(f'{v:.1f}' for v in stages.mean(0))} (e4: {wide:.0%})"
+
+    alpha_children = children[children["group"].isin(["searched", "most-probable"])]["child"]
+    random = children[children["group"] == "random"].sort_values("top1_mean", ascending=False)
+    best_random = random["child"][:max(1, len(random) // 3)]
+    return (f"- Where the blocks sit (mean blocks per stage, of "
+            f"{'/'.join(map(str, space.depths))}; share of expansion-4 blocks): α's children "
+            f"{profile(alpha_children)}; random {profile(random['child'])}; the best-retrained "
+            f"third of the random ones {profile(best_random)}.")
+
+
 def resolving_power(frame: pd.DataFrame) -> dict:
     """Can this experiment tell children apart at all? The pooled seed-to-seed std of one
     child's retrained top-1, the std of the random children's means, and what seed noise alone
@@ -378,6 +400,8 @@ def diagnosis(folder: Path, children: pd.DataFrame, config: dict,
                      f"{random_children_['top1_mean'].mean():.1f}%. The search's weight "
                      f"steps sample paths from α, so the weights favour α's children: "
                      f"inherited top-1 ranks them among themselves, not against uniform ones.")
+    if frame is not None and space is not None:
+        lines.append(budget_allocation(frame, children, space))
     if frame is not None:
         power = resolving_power(frame)
         if math.isfinite(power["seed_std"]):

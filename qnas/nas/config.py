@@ -33,6 +33,7 @@ from ..units import budget_label, format_ms, parse_budgets
 
 LOSS_FORMS = ("add-linear", "mul-log", "hinge")
 GRAD_MODES = ("two", "full")
+WEIGHT_SAMPLINGS = ("alpha", "uniform")
 DERIVE_MODES = ("alpha", "alpha+eval")
 
 
@@ -70,6 +71,14 @@ class OptimConfig:
                              help="α gradient: 'two' sampled paths per layer (the paper's "
                                   "estimator) or 'full': every candidate (the official code's "
                                   "full_v2; costlier arch steps, less noise).")
+    # ProxylessNAS samples the weight steps' paths from softmax(α): the paths α favours are
+    # trained more, which makes α favour them more (search vs random: α's children 70% inherited
+    # top-1, random ones 45–63%, retrained alike). 'uniform' trains every path alike, as the
+    # warm-up does (single-path one-shot, FairNAS), and leaves α alone to choose.
+    weight_sampling: str = setting("alpha", choices=WEIGHT_SAMPLINGS,
+                                   help="Paths of the search's weight steps: drawn from "
+                                        "softmax(α) (ProxylessNAS) or 'uniform' (every path "
+                                        "trained alike, as in the warm-up).")
     alpha_init_std: float = setting(1e-3, help="α ~ N(0, std²) at the start.", cli=False)
     # the retraining recipe's clip: unclipped, a supernet at γ 0.1 can blow up in its first
     # steps (digits, seed 0: warm-up loss 2.97 in epoch 1 and 91% at its end, against 0.82 and
@@ -85,6 +94,9 @@ class OptimConfig:
         if self.grad_mode not in GRAD_MODES:
             raise QnasError(f"grad_mode must be one of {', '.join(GRAD_MODES)}, got "
                             f"{self.grad_mode!r}")
+        if self.weight_sampling not in WEIGHT_SAMPLINGS:
+            raise QnasError(f"weight_sampling must be one of {', '.join(WEIGHT_SAMPLINGS)}, got "
+                            f"{self.weight_sampling!r}")
         if self.grad_clip is not None:
             check_number(self.grad_clip, "grad_clip", 0, low_open=True)
 

@@ -240,9 +240,9 @@ class SearchRun(ResumableRun):
             tau = kw_temperature(epoch + index / self.steps_per_epoch, c.warmup_epochs)
             for layer in self.kw_layers:
                 layer.set_temperature(tau)
+        uniform = self.phase(epoch)[0] == "warmup" or c.optim.weight_sampling == "uniform"
         stats = self.strategy.weight_step(self._to_device(images), labels.to(self.device),
-                                          self.weight_steps, uniform=self.phase(epoch)[0] ==
-                                          "warmup")
+                                          self.weight_steps, uniform=uniform)
         self.weight_steps += 1
         arch = None
         if self._arch_batches is not None and (index + 1) % c.optim.arch_every == 0:
