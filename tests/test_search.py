@@ -320,3 +320,19 @@ def test_uniform_weight_sampling_trains_the_weights_apart_from_alpha(workspace):
     assert not same(final_weights("alpha", 0.05), final_weights("alpha", 0.5))
     with pytest.raises(QnasError, match="weight_sampling"):
         OptimConfig(weight_sampling="greedy")
+
+
+def test_a_checkpoint_from_before_weight_sampling_resumes(workspace):
+    """A checkpoint written before optim.weight_sampling existed drew its paths from α (today's
+    default): resuming it must not be refused as 'other settings'."""
+    from qnas.runtime.checkpoints import load_verified, save_verified
+
+    root, space = workspace
+    config = tiny_config(space, lut_cache_dir=str(root / "lut"), epochs=2)
+    out = root / "older-checkpoint"
+    assert not search(config, out=out, stop_after_epochs=1).finished
+    path = CheckpointStore(out).paths()[0]
+    state = load_verified(path)
+    del state["config"]["optim"]["weight_sampling"]
+    save_verified(state, path)
+    assert search(config, out=out, resume=True).finished

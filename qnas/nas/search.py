@@ -347,6 +347,14 @@ class SearchRun(ResumableRun):
         return top1
 
     # --- checkpoint state -------------------------------------------------------------------
+    def upgrade_settings(self, recorded: dict) -> dict:
+        """A checkpoint from before ``optim.weight_sampling`` drew its weight steps' paths from
+        α — today's default — and resumes as such."""
+        optim = recorded.get("optim")
+        if isinstance(optim, dict) and "weight_sampling" not in optim:
+            recorded = {**recorded, "optim": {**optim, "weight_sampling": "alpha"}}
+        return recorded
+
     def state_dict(self) -> dict:
         return {"space": self.space.name, "space_hash": self.space.hash,
                 "num_classes": self.data.num_classes, "total_epochs": self.total_epochs,
