@@ -431,7 +431,11 @@ def report(folder: Path, manifest: dict) -> Path:
     g = facts["groups"]
     most_probable = (f" ProxylessNAS's derivation in the same searches (the most probable child "
                      f"within the budget) gives {g['most-probable'][0]:.1f}% "
-                     f"(n = {g['most-probable'][2]})." if g["most-probable"][2] else "")
+                     f"(n = {g['most-probable'][2]})." if g["most-probable"][2] else
+                     "" if (config.get("search") or {}).get("derive", "alpha+eval") != "alpha+eval"
+                     else " In every search the derivation kept ProxylessNAS's child (the most "
+                     "probable one within the budget): no drawn child was significantly better "
+                     "on the held-out canvases.")
     md += [f"Space `{config['space']}`, target {config['target']['device']} ≤ "
            f"{config['target']['latency']}, data `{config.get('data')}`; every child retrained "
            f"with one recipe ({settings.get('retrain', {}).get('epochs', '?')} epochs) and seeds "
