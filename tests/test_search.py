@@ -77,12 +77,16 @@ def test_search_writes_best_json_within_budget(full_run):
     assert selection["split"].startswith("arch") and selection["images"] > 0
     assert len(selection["top1"]) == selection["candidates"] >= 2
     assert selection["top1"][selection["leader_index"]] == max(selection["top1"])
-    # a drawn child replaces the most probable one only on a significant lead (paired test)
-    if selection["leader_index"] == 0:
-        assert selection["chosen_index"] == 0 and selection["p_value"] is None
+    # the incumbent: the most probable child, unless it leaves more than the band unused
+    incumbent, leader = selection["incumbent_index"], selection["leader_index"]
+    below_band = derivation["most_probable"]["latency_ms"] < 0.9 * 1.2
+    assert (incumbent != 0) == (below_band and selection["candidates"] > 1)
+    # the leader replaces the incumbent only on a significant lead (paired test)
+    if leader == incumbent:
+        assert selection["chosen_index"] == incumbent and selection["p_value"] is None
     else:
         significant = selection["p_value"] < selection["level"]
-        assert selection["chosen_index"] == (selection["leader_index"] if significant else 0)
+        assert selection["chosen_index"] == (leader if significant else incumbent)
     assert derivation["most_probable"]["selection_top1"] == selection["top1"][0]
     if selection["chosen_index"] == 0:
         assert best["ops"] == derivation["most_probable"]["ops"]

@@ -477,8 +477,10 @@ class SearchRun(ResumableRun):
         """The ``alpha+eval`` derivation: the most probable child within the budget and up to
         ``derive_candidates`` more drawn from softmax(α) whose latency uses the budget
         ([(1 − band)·T, T]), each scored by its top-1 with the supernet's weights on held-out
-        canvases of the arch split. The best-scoring drawn child replaces the most probable one
-        only when it is right on significantly more of the same canvases (:func:`beats_by_test`)
+        canvases of the arch split. The best-scoring child replaces the incumbent — the most
+        probable child, or the most probable drawn one when the former leaves more than the band
+        of the budget unused — only when it is right on significantly more of the same canvases
+        (:func:`beats_by_test`)
         — otherwise the choice would follow evaluation noise: in search vs random (3 searches)
         the one replacement happened on a 0.1-point lead over 1,920 canvases and retrained 1.6
         points worse than the child it replaced. Returns the winner and what best.json records
@@ -493,25 +495,39 @@ class SearchRun(ResumableRun):
                                      self.data, evaluation, c.batch_size, c.seed)
                    for choice in choices]
         scores = [100.0 * float(right.mean()) for right in correct]
+        # the incumbent: the most probable child — or, when it leaves more than the band of the
+        # budget unused (α undecided: the demo's used 65% of it), the most probable drawn one
+        incumbent = 0
+        if most_probable.latency_ms < low and len(choices) > 1:
+            incumbent = max(range(1, len(choices)), key=lambda i: (
+                derived_of(choices[i], log_probs, table, c.budget_ms, "").log_prob, -i))
         leader = max(range(len(choices)), key=lambda i: (scores[i], -i))
-        p_value = beats_by_test(correct[leader], correct[0]) if leader else math.nan
-        level = SELECTION_LEVEL / max(len(choices) - 1, 1)      # Bonferroni over the drawn
-        best = leader if leader and p_value < level else 0
+        challengers = len(choices) - 1
+        p_value = (beats_by_test(correct[leader], correct[incumbent]) if leader != incumbent
+                   else math.nan)
+        level = SELECTION_LEVEL / max(challengers, 1)            # Bonferroni over the others
+        best = leader if leader != incumbent and p_value < level else incumbent
         derived = derived_of(choices[best], log_probs, table, c.budget_ms, "alpha+eval")
-        verdict = ("" if not leader else
-                   f" (the best drawn one {scores[leader]:.1f}%, McNemar p = {p_value:.2g} "
-                   f"{'<' if best else '≥'} {level:.2g})")
+        verdict = ("" if leader == incumbent else
+                   f" (the best other one {scores[leader]:.1f}%, McNemar p = {p_value:.2g} "
+                   f"{'<' if best == leader else '≥'} {level:.2g})")
+        start = ("the most probable child" if incumbent == 0 else
+                 f"the most probable child ({format_ms(most_probable.latency_ms)}, below the "
+                 f"band) {scores[0]:.1f}%, the most probable drawn one")
         self.echo(f"alpha+eval: {len(choices)} candidates ({len(drawn)} drawn from softmax(α) "
                   f"within {format_ms(low)}–{format_ms(c.budget_ms)}), top-1 on "
                   f"{len(evaluation)} arch-split images {min(scores):.1f}–{max(scores):.1f}%; "
-                  f"the most probable child {scores[0]:.1f}%{verdict}; chosen: "
+                  f"{start} {scores[incumbent]:.1f}%{verdict}; chosen: "
                   f"{self.space.describe_ops(derived.ops)} — {format_ms(derived.latency_ms)}")
         return derived, {
             "selection": {"candidates": len(choices), "drawn_in_band": len(drawn),
                           "band_ms": [low, c.budget_ms], "images": len(evaluation),
                           "split": "arch (held-out canvases)", "top1": scores,
-                          "leader_index": leader, "chosen_index": best,
-                          "test": "McNemar exact, one-sided, leader vs the most probable child",
+                          "incumbent_index": incumbent, "leader_index": leader,
+                          "chosen_index": best,
+                          "test": "McNemar exact, one-sided, the leader vs the incumbent (the "
+                                  "most probable child, or the most probable drawn one when "
+                                  "that uses less than the band)",
                           "p_value": None if math.isnan(p_value) else p_value,
                           "level": level},
             "most_probable": {"ops": most_probable.ops, "latency_ms": most_probable.latency_ms,
