@@ -50,6 +50,28 @@ def tiny_search(tmp_path_factory):
         torch.set_num_threads(before)
 
 
+# blocks in a tiny-space child: the tiny search's own child, under its tight budget, is all
+# identity
+MIXED_OPS = ["k3e2", "k5e2", "identity", "k5e2"]
+
+
+@pytest.fixture(scope="session")
+def mixed_best(tiny_search, tmp_path_factory):
+    """The tiny search's best.json with blocks in it: same space and supernet checkpoint, ops
+    MIXED_OPS."""
+    import json
+
+    from qnas.nas.best import load_best
+
+    raw = json.loads(tiny_search.best_path.read_text())
+    raw["ops"] = MIXED_OPS
+    raw["layers"] = [{**layer, "op": op} for layer, op in zip(raw["layers"], MIXED_OPS)]
+    raw["supernet_checkpoint"] = str(load_best(tiny_search.best_path).supernet_checkpoint)
+    path = tmp_path_factory.mktemp("mixed") / "best.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
 def exit_code(argv) -> int:
     """Run the qnas CLI in-process; its exit code (0 when it returns)."""
     from qnas.cli import main

@@ -14,7 +14,7 @@ from qnas.runtime.checkpoints import CheckpointStore
 from qnas.nas.config import SearchConfig
 from qnas.nas.search import search
 
-from conftest import TINY_SPACE
+from conftest import MIXED_OPS, TINY_SPACE
 
 
 def _config(space, batch_size):
@@ -81,7 +81,6 @@ def test_only_rank_zero_writes_and_reports(runs):
     assert result.stdout.count("best.json:") == 1
 
 
-MIXED_OPS = ["k3e2", "k5e2", "identity", "k5e2"]
 
 
 def test_retrain_with_two_processes_matches_one_process(runs, tmp_path):

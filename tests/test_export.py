@@ -17,10 +17,10 @@ from qnas.deploy import (CARD_NAME, FILE_NAMES, export_child, load_child, measur
 from qnas.errors import QnasError
 from qnas.nas.best import load_best
 from qnas.nas.supernet import load_supernet
+from conftest import MIXED_OPS
 
 # a child with real blocks in three stages and one identity layer (the tiny search itself may
 # derive identity everywhere, which would leave no searched weights to copy)
-MIXED_OPS = ["k3e2", "k5e2", "identity", "k5e2"]
 
 
 def _copy_best(best_path: Path, folder: Path, **changes) -> Path:

@@ -11,7 +11,6 @@ import yaml
 from torch.utils.data import TensorDataset
 
 from qnas.errors import QnasError
-from qnas.nas.best import load_best
 from qnas.nas.config import OptimConfig, SearchConfig
 from qnas.nas.evaluator import epoch_loader
 from qnas.nas.proxyless import ProxylessStrategy
@@ -33,7 +32,6 @@ from conftest import exit_code
 
 TINY = {"name": "tinytest", "width": 8, "depths": [1, 1, 1, 1],
         "candidates": ["k3e2", "k5e2", "identity"], "input_shape": [1, 3, 224, 224]}
-MIXED_OPS = ["k3e2", "k5e2", "identity", "k5e2"]
 OOM_TEXT = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
             "79.1 GiB of which 1.2 GiB is free.")
 
@@ -64,17 +62,6 @@ def tiny_retrain(**changes) -> RetrainConfig:
     settings.update(changes)
     return RetrainConfig(**settings)
 
-
-@pytest.fixture(scope="module")
-def mixed_best(tiny_search, tmp_path_factory):
-    """The session's tiny search's best.json with blocks in its child (MIXED_OPS)."""
-    raw = json.loads(tiny_search.best_path.read_text())
-    raw["ops"] = MIXED_OPS
-    raw["layers"] = [{**layer, "op": op} for layer, op in zip(raw["layers"], MIXED_OPS)]
-    raw["supernet_checkpoint"] = str(load_best(tiny_search.best_path).supernet_checkpoint)
-    path = tmp_path_factory.mktemp("mixed") / "best.json"
-    path.write_text(json.dumps(raw))
-    return path
 
 
 # --- precision ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from qnas.nas.supernet import load_supernet
 from qnas.train import RetrainConfig, load_retrained, retrain
 from qnas.runtime.checkpoints import CheckpointStore
 from qnas.train.retraining import BEST, LAST, LOG, SUMMARY, RetrainRun
+from conftest import MIXED_OPS
 
 
 def tiny(**changes) -> RetrainConfig:
@@ -27,21 +28,6 @@ def tiny(**changes) -> RetrainConfig:
     settings.update(changes)
     return RetrainConfig(**settings)
 
-
-MIXED_OPS = ["k3e2", "k5e2", "identity", "k5e2"]
-
-
-@pytest.fixture(scope="module")
-def mixed_best(tiny_search, tmp_path_factory):
-    """The tiny search's best.json with blocks in it (its own child, under its tight budget,
-    is all identity): same space and supernet checkpoint, ops MIXED_OPS."""
-    raw = json.loads(tiny_search.best_path.read_text())
-    raw["ops"] = MIXED_OPS
-    raw["layers"] = [{**layer, "op": op} for layer, op in zip(raw["layers"], MIXED_OPS)]
-    raw["supernet_checkpoint"] = str(load_best(tiny_search.best_path).supernet_checkpoint)
-    path = tmp_path_factory.mktemp("mixed") / "best.json"
-    path.write_text(json.dumps(raw))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -166,8 +166,9 @@ class SearchConfig:
                                "the budget (ProxylessNAS); 'alpha+eval' the best, by top-1 with "
                                "the supernet's weights on the arch split, of that one and "
                                "--derive-candidates more drawn from softmax(α) within "
-                               "[(1 - band)·T, T] — a drawn child replaces the most probable "
-                               "one only when it is significantly better (McNemar, p < 0.05 "
+                               "[(1 - band)·T, T] — the best replaces the most probable one "
+                               "(or, when that uses less than (1 - band)·T, the most probable "
+                               "drawn one) only when significantly better (McNemar, p < 0.05 "
                                "Bonferroni).")
     derive_candidates: int = setting(24, help="Children drawn from softmax(α) for alpha+eval.")
     derive_band: float = setting(0.1, help="alpha+eval draws children whose latency lies in "
