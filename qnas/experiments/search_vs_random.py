@@ -293,6 +293,9 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
                            inherited_top1=("inherited_top1", "first"),
                            latency_ms=("latency_ms", "first"), blocks=("blocks", "first"),
                            seeds=("seed", "count")).reset_index()
+    # equal means summed in another order differ in the last bit: round so that ties are ties
+    # (ranks, Kendall τ)
+    children["top1_mean"] = children["top1_mean"].round(9)
     children["rank"] = children["top1_mean"].rank(ascending=False, method="min").astype(int)
     return children
 

@@ -79,6 +79,16 @@ class OptimConfig:
                                    help="Paths of the search's weight steps: drawn from "
                                         "softmax(α) (ProxylessNAS) or 'uniform' (every path "
                                         "trained alike, as in the warm-up).")
+    # BigNAS's sandwich rule: with shared candidates a small path (k3e2) is a slice of the
+    # largest (k7e4), so its weights train in every step that runs the layer while the outer
+    # kernel rings and the upper half of the hidden channels train only when a large path is
+    # drawn — the supernet then scores small, early-learning children above large ones
+    # (search vs random: α's children took expansion 2 only, the random children that retrained
+    # best 47% expansion 4). Training the largest child in every step as well trains every
+    # shared weight in every step.
+    sandwich: bool = setting(False, help="Each weight step (warm-up and search) also trains the "
+                                         "largest child — every layer's largest candidate — "
+                                         "(BigNAS's sandwich rule; about twice the step cost).")
     alpha_init_std: float = setting(1e-3, help="α ~ N(0, std²) at the start.", cli=False)
     # the retraining recipe's clip: unclipped, a supernet at γ 0.1 can blow up in its first
     # steps (digits, seed 0: warm-up loss 2.97 in epoch 1 and 91% at its end, against 0.82 and

@@ -232,15 +232,21 @@ class ProxylessStrategy:
 
     def weight_step(self, images: torch.Tensor, labels: torch.Tensor, step: int,
                     uniform: bool = False, paths: torch.Tensor | None = None) -> dict:
-        """One SGD step of the weights on ONE sampled path per layer."""
+        """One SGD step of the weights on ONE sampled path per layer (with ``sandwich``, on the
+        sum of its loss and the largest child's)."""
         net = self.supernet
         net.train()
         paths = self.sample_paths(step, uniform) if paths is None else paths
+        self.weight_optimizer.zero_grad(set_to_none=True)
+        if self.config.sandwich:        # the largest child's gradient first; the step adds both
+            net.set_ops(net.space.largest_ops())
+            with self.precision.autocast():
+                largest_loss = F.cross_entropy(self.weight_model(images).float(), labels)
+            self.precision.backward(largest_loss)
         net.set_paths(paths)
         with self.precision.autocast():
             logits = self.weight_model(images)
         loss = F.cross_entropy(logits.float(), labels)
-        self.weight_optimizer.zero_grad(set_to_none=True)
         self.precision.backward(loss)
         clip = None
         if self.config.grad_clip:

@@ -106,6 +106,8 @@ from .supernet import (
 LOG = "search_log.csv"
 ALPHA_LOG = "alpha_history.json"      # softmax(α) per layer after every epoch (for reports)
 SUPERNET = "supernet.pt"
+# what the weight steps did before these settings were recorded (older checkpoints resume so)
+PRE_SETTINGS = {"weight_sampling": "alpha", "sandwich": False}
 
 
 @dataclass
@@ -348,11 +350,14 @@ class SearchRun(ResumableRun):
 
     # --- checkpoint state -------------------------------------------------------------------
     def upgrade_settings(self, recorded: dict) -> dict:
-        """A checkpoint from before ``optim.weight_sampling`` drew its weight steps' paths from
-        α — today's default — and resumes as such."""
+        """A checkpoint from before ``optim.weight_sampling`` / ``optim.sandwich`` existed drew
+        its weight steps' paths from α without the largest child — today's defaults — and
+        resumes as such."""
         optim = recorded.get("optim")
-        if isinstance(optim, dict) and "weight_sampling" not in optim:
-            recorded = {**recorded, "optim": {**optim, "weight_sampling": "alpha"}}
+        if isinstance(optim, dict):
+            missing = {k: v for k, v in PRE_SETTINGS.items() if k not in optim}
+            if missing:
+                recorded = {**recorded, "optim": {**optim, **missing}}
         return recorded
 
     def state_dict(self) -> dict:

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import QnasError
 from ..models.mbconvnet import MBConvNet
-from ..models.ops import IDENTITY, is_identity, parse_op
+from ..models.ops import IDENTITY, is_identity, kernel_and_expansion, parse_op
 from ..models.quadranet import QuadraNet
 from ..nn.blocks import QuadraBlockKW, build_block, is_kw_kind
 from ..nn.kernelwarehouse import KWManager, plan_warehouse
@@ -323,6 +323,14 @@ class SearchSpace:
         """Identity wherever allowed, else the layer's first candidate."""
         return [next((op for op in slot.ops if is_identity(op)), slot.ops[0])
                 for slot in self.layers]
+
+    def largest_ops(self) -> list[str]:
+        """Each layer's largest candidate (largest kernel, then expansion; the identity only
+        where nothing else is allowed): the child that holds every shared weight."""
+        def size(op):
+            kernel, expansion = kernel_and_expansion(op)
+            return (not is_identity(op), kernel or 0, expansion or 0)
+        return [max(slot.ops, key=size) for slot in self.layers]
 
     def describe_ops(self, ops: Sequence[str]) -> str:
         """``stage0: k3e2 k5e4 | stage1: ...`` for logs."""
