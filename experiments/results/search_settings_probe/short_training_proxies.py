@@ -14,10 +14,9 @@ from qnas.space import load_space
 
 torch.set_num_threads(1)
 EPOCHS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-R = "experiments/results/search_vs_random"
 space = load_space("quadranet_shallow")
-children = pd.read_csv(f"{R}/children.csv").set_index("child")
-children["ops"] = pd.read_csv(f"{R}/results.csv").groupby("child")["ops"].first()
+# the 12 children of the search-vs-random run this probe studied (see children_12.csv)
+children = pd.read_csv("experiments/results/search_settings_probe/children_12.csv").set_index("child")
 data = load_dataset("digit-pairs:val=3000,split=0", 32, seed=0)
 val = DataLoader(data.val, batch_size=256)
 supernet = load_supernet(load_best("runs/experiments/svr4/search-s0/best.json").supernet_checkpoint,
