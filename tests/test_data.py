@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from qnas.data import epoch_view, load_dataset, split_dataset
-from qnas.data.pairs import _digit_images, _place_two, digit_pairs, make_canvases
+from qnas.data import epoch_view, load_dataset, load_test_split, split_dataset
+from qnas.data.pairs import (
+    _digit_images,
+    _place_two,
+    _qualifying_pairs,
+    digit_pairs,
+    make_canvases,
+)
 from qnas.errors import QnasError
 
 
@@ -70,6 +76,68 @@ def test_a_fixed_split_keeps_the_benchmark_whatever_the_seed():
                       ("digit-pairs:val=2", "at least 10")):
         with pytest.raises(QnasError, match=says):
             load_dataset(bad, 16)
+
+
+def test_the_test_split_is_new_canvases_of_the_held_out_handwriting():
+    data = load_dataset("digit-pairs:max,val=40,split=0", 16, seed=3)
+    test = load_test_split("digit-pairs:max,val=40,split=0", 16, seed=3, size=60)
+    again = load_test_split("digit-pairs:split=0,max", 16, seed=7, size=60)   # split fixes it
+    assert len(test) == 60 and torch.equal(test.tensors[0], again.tensors[0])
+    assert (test.digit_indices == data.val.digit_indices).all()
+    assert set(test.digit_indices).isdisjoint(data.train.digit_indices)
+    # new canvases, not copies of validation ones, normalised as the training split
+    flat_val, flat_test = data.val.tensors[0].flatten(1), test.tensors[0].flatten(1)
+    assert torch.cdist(flat_test, flat_val).min() > 1.0
+    assert abs(float(test.tensors[0].mean()) - float(data.val.tensors[0].mean())) < 0.1
+    assert (test.tensors[1] <= 9).all() and len(set(test.tensors[1].tolist())) > 5   # max rule
+    # without split= the seed draws the held-out handwriting, as for the validation split
+    assert not torch.equal(load_test_split("digit-pairs", 16, seed=4, size=20).tensors[0],
+                           load_test_split("digit-pairs", 16, seed=5, size=20).tensors[0])
+    for spec, size, says in (("digits", 50, "only from digit-pairs"),
+                             ("digit-pairs", 5, "at least 10")):
+        with pytest.raises(QnasError, match=says):
+            load_test_split(spec, 16, seed=0, size=size)
+
+
+def _place_two_one_try_at_a_time(rng, resolution, side, tries=1000):
+    """The definition: four scalar draws per try until a pair qualifies, then the fallback."""
+    limit = resolution - side
+    for _ in range(tries):
+        y0, x0, y1, x1 = (int(rng.integers(0, limit + 1)) for _ in range(4))
+        if abs(y0 - y1) >= 2 and (abs(y0 - y1) >= side or abs(x0 - x1) >= side):
+            return [(y0, x0), (y1, x1)]
+    valid = _qualifying_pairs(resolution, side)
+    y0, x0, y1, x1 = (int(v) for v in valid[rng.integers(len(valid))])
+    return [(y0, x0), (y1, x1)]
+
+
+@pytest.mark.parametrize("resolution, tries", [(32, 1000), (16, 1000), (64, 1000), (32, 3),
+                                               (32, 0), (32, 300)])
+def test_block_placement_draws_what_one_try_at_a_time_draws(resolution, tries):
+    """Placement tries are drawn in blocks for speed; the corners AND the generator's state
+    afterwards must be those of one try at a time, or every canvas drawn after the first would
+    change (and with it every committed result on digit-pairs)."""
+    side = resolution // 2
+    fast = np.random.default_rng([resolution, tries])
+    slow = np.random.default_rng([resolution, tries])
+    for _ in range(200):
+        assert _place_two(fast, resolution, side, tries) == \
+            _place_two_one_try_at_a_time(slow, resolution, side, tries)
+        assert fast.integers(0, 7) == slow.integers(0, 7)       # the streams stay in step
+
+
+def test_the_benchmark_canvases_are_pinned():
+    """The split=0 validation canvases' digits, places and labels, as every committed
+    digit-pairs result was measured on (integers only: no float rounding in the pin)."""
+    import hashlib
+
+    images, labels = _digit_images()
+    layout = {}
+    _, targets = make_canvases(images, labels, 500, 32, np.random.default_rng([0, 72]),
+                               "upper", layout=layout)
+    digest = hashlib.sha256(targets.tobytes() + layout["corners"].astype(np.int64).tobytes()
+                            + layout["classes"].astype(np.int64).tobytes()).hexdigest()
+    assert digest[:16] == "27f7a1b44e84d138"
 
 
 def test_two_digits_always_find_room():

@@ -7,6 +7,7 @@ import os
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from qnas.cli import main
@@ -384,6 +385,37 @@ def test_search_vs_random_shrunken(workspace):
     text = (out / "report.md").read_text()
     assert "Kendall τ" in text and "rank" in text and "![search vs random]" in text
     assert (out / "search_vs_random.png").read_bytes()[:8] == PNG
+
+
+def test_search_vs_random_scores_the_children_on_a_test_split(workspace):
+    """With ``test: N`` every retrained child's final weights are scored on N new canvases of
+    the held-out handwriting; that score is what the groups, ranks and τ compare."""
+    from qnas.data import load_test_split
+    from qnas.train.retraining import load_retrained, score_on_test
+
+    raw = {**SVR, "name": "svr-test", "data": "digit-pairs:val=60,split=0", "search_seeds": [0],
+           "random_children": 2, "seeds": [0], "test": 150}
+    out = run_experiment(_write(workspace, "svr_test.yaml", raw), out=workspace / "svr-test")
+    results = pd.read_csv(out / "results.csv")
+    assert (results["top1"] == results["test_top1"]).all()
+    assert results["val_top1"].between(0, 100).all()
+    test = load_test_split(raw["data"], 32, seed=0, size=150)
+    for run in results["run"]:
+        folder = out / run
+        cached = json.loads((folder / "test.json").read_text())
+        assert cached["size"] == 150 and cached["split"] == "digit-pairs:val=60,split=0 test=150"
+        # the cached score is the final weights' top-1 on those canvases
+        model = load_retrained(folder / cached["weights"])
+        with torch.no_grad():
+            right = (model(test.tensors[0]).argmax(1) == test.tensors[1]).float().mean()
+        assert cached["test_top1"] == pytest.approx(100 * float(right))
+    row = results.iloc[0]
+    assert score_on_test(out / row["run"], test, "another split name") == row["test_top1"]
+    text = (out / "report.md").read_text()
+    assert "top-1 on 150 test canvases" in text and "On the validation canvases" in text
+    with pytest.raises(QnasError, match="only digit-pairs draws a test split"):
+        run_experiment(_write(workspace, "svr_bad.yaml", {**SVR, "test": 100}),
+                       out=workspace / "svr-bad")
 
 
 def test_resolving_power_compares_children_with_seed_noise():

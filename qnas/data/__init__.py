@@ -6,9 +6,10 @@ from .datasets import (
     check_spec,
     epoch_view,
     load_dataset,
+    load_test_split,
     make_loader,
     split_dataset,
 )
 
-__all__ = ["DatasetSplits", "load_dataset", "make_loader", "split_dataset", "epoch_view",
-           "check_spec", "DATASET_FORMS"]
+__all__ = ["DatasetSplits", "load_dataset", "load_test_split", "make_loader", "split_dataset",
+           "epoch_view", "check_spec", "DATASET_FORMS"]

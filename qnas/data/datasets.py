@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import QnasError
-from .pairs import LABELS, VAL_SIZE, digit_pairs
+from .pairs import LABELS, VAL_SIZE, digit_pairs, digit_pairs_test
 
 DATASET_FORMS = "digit-pairs, digits, synthetic, cifar10:PATH, imagefolder:PATH"
 
@@ -206,6 +206,22 @@ def load_dataset(spec: str = "digit-pairs", resolution: int = 32, seed: int = 0,
                              resolution)
     path = Path(arg).expanduser()
     return _cifar10(path, resolution) if name == "cifar10" else _imagefolder(path, resolution)
+
+
+def load_test_split(spec: str, resolution: int, seed: int, size: int) -> Dataset:
+    """A test split of ``size`` samples beside the splits of :func:`load_dataset` — for a final
+    score that no run watched while it trained. Only ``digit-pairs`` can draw one (new canvases
+    of its held-out handwriting, :func:`.pairs.digit_pairs_test`); the other datasets have no
+    third split to give."""
+    name, arg = check_spec(spec)
+    if name != "digit-pairs":
+        raise QnasError(f"a test split can be drawn only from digit-pairs (new canvases of its "
+                        f"held-out handwriting); {spec!r} has none — leave the test size out")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 10:
+        raise QnasError(f"a test split needs at least 10 samples, got {size!r}")
+    options = pairs_options(arg)
+    split = seed if options["split"] is None else options["split"]
+    return digit_pairs_test(resolution, split, options["rule"], size)
 
 
 def epoch_view(dataset: Dataset, epoch: int) -> Dataset:

@@ -1,7 +1,7 @@
 """Experiment files: load and validate ``experiments/*.yaml``.
 
 An experiment YAML is the single source of truth for one of the paper's tables: its budgets,
-devices, spaces, epochs and data live there and nowhere in the code. Three kinds:
+devices, spaces, epochs and data live there and nowhere in the code. Four kinds:
 
 ``blocks``    Table II — block memory and throughput (``qnas bench blocks``)::
 
@@ -33,6 +33,22 @@ devices, spaces, epochs and data live there and nowhere in the code. Three kinds
                   kernels: [3, 5, 7, 9]
                   devices: [cortexA76, myriadvpu, a100]
                   train: {epochs: 10, ...}         # RetrainConfig fields
+
+``search_vs_random``  the searched children against random children of the same latency band
+              and the hand-designed QuadraNet (:mod:`.search_vs_random`)::
+
+                  kind: search_vs_random
+                  data: digit-pairs:val=3000,split=0
+                  space: quadranet_shallow
+                  target: {device: cortexA76, latency: 30ms}
+                  search: {warmup_epochs: 96, epochs: 12}  # SearchConfig fields
+                  search_seeds: [0, 1, 2, 3, 4]
+                  random_children: 16              # drawn uniformly in [(1 - band) T, T]
+                  band: 0.1
+                  retrain: {epochs: 60}            # RetrainConfig fields
+                  seeds: [0, 1, 2]                 # retraining seeds of every child
+                  test: 20000                      # digit-pairs only: score the retrained
+                                                   # children on this many test canvases
 
 Every kind takes ``name`` (default: the file's stem), ``description`` and ``seed``. Relative
 space paths are resolved against the YAML's folder. :func:`load_experiment` refuses (one-line

@@ -369,7 +369,8 @@ def _fit_y_to_results(ax, points: Sequence[dict], front_y: Sequence[float]) -> N
                 transform=ax.transAxes, fontsize=6, color="grey", va="bottom")
 
 
-def plot_search_vs_random(children: pd.DataFrame, target: dict, path: str | Path) -> Path:
+def plot_search_vs_random(children: pd.DataFrame, target: dict, path: str | Path,
+                          scored_on: str = "val") -> Path:
     """Left: retrained top-1 (mean ± std over seeds) against table latency, per group, the
     budget as a line. Right: inherited (supernet) against retrained top-1 — the one-shot
     ranking."""
@@ -389,10 +390,10 @@ def plot_search_vs_random(children: pd.DataFrame, target: dict, path: str | Path
                       color=colour, label=group, zorder=3)
     left.axvline(parse_latency(target["latency"]), color="red", lw=1, ls="--", label="budget")
     left.set_xlabel(f"latency on {target.get('device')} (ms, table)", fontsize=8)
-    left.set_ylabel("retrained val top-1 (%)", fontsize=8)
+    left.set_ylabel(f"retrained {scored_on} top-1 (%)", fontsize=8)
     left.set_title("retrained: mean ± std over seeds", fontsize=9)
     right.set_xlabel("inherited val top-1 (%, supernet weights)", fontsize=8)
-    right.set_ylabel("retrained val top-1 (%)", fontsize=8)
+    right.set_ylabel(f"retrained {scored_on} top-1 (%)", fontsize=8)
     right.set_title("one-shot ranking: inherited vs retrained", fontsize=9)
     for ax in (left, right):
         ax.grid(alpha=0.3)

@@ -16,7 +16,12 @@ same latency, and than the hand-designed network scaled to the budget? An experi
    expansion) in every position of the first ``round(f·depth_s)`` layers of each stage, with
    the largest f whose latency fits T (QuadraNet scaled down by depth);
 4. measures every child's top-1 with the first search's supernet weights (inherited,
-   BatchNorm-recalibrated where it has BN) on the validation split, and retrains every child from scratch with one recipe and several seeds;
+   BatchNorm-recalibrated where it has BN) on the validation split, and retrains every child
+   from scratch with one recipe and several seeds; with ``test: N`` each retrained child's
+   final weights are then scored on N test canvases (:func:`qnas.data.load_test_split`: new
+   canvases of the held-out handwriting, ``test.json`` in the run folder) and that score is
+   the one compared — on the validation canvases alone, seed noise was as large as the
+   differences between the children of the band;
 5. reports mean ± std per group, the searched children's ranks among all children, and the
    one-shot ranking quality: Kendall τ between inherited and retrained top-1 over the children.
 
@@ -36,6 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, ttest_ind
 
+from ..data import check_spec, load_test_split
 from ..errors import QnasError
 from ..models.ops import is_identity, kernel_and_expansion
 from ..nas.best import FILE_NAME as BEST
@@ -51,7 +57,7 @@ from ..runtime.files import write_csv_atomic, write_text_atomic
 from ..settings import from_dict
 from ..space import SearchSpace, load_space
 from ..train.config import RetrainConfig
-from ..train.retraining import SUMMARY, retrain
+from ..train.retraining import SUMMARY, retrain, score_on_test
 from ..train.retraining import has_checkpoint as retrain_has_checkpoint
 from ..units import format_ms, parse_latency
 from . import plots
@@ -69,7 +75,7 @@ from .markdown import md_table, provenance_md
 from .results import REPORT, RESULTS
 
 KEYS = {"data", "resolution", "space", "target", "search", "search_seeds", "random_children",
-        "band", "retrain", "seeds"}
+        "band", "retrain", "seeds", "test"}
 REQUIRED = {"space", "target"}
 CHILDREN_CSV = "children.csv"
 GROUPS = ("searched", "most-probable", "random", "hand-designed")
@@ -88,6 +94,7 @@ class SearchVsRandomSettings:
     band: float
     retrain: RetrainConfig          # the recipe of every child (seed: the first)
     seeds: list[int]
+    test: int = 0                   # test canvases every child is finally scored on (0: none)
 
 
 def parse(raw: dict, seed: int, base: Path, where: str) -> SearchVsRandomSettings:
@@ -126,9 +133,14 @@ def parse(raw: dict, seed: int, base: Path, where: str) -> SearchVsRandomSetting
                                    where, "retrain")
     recipe = from_dict(RetrainConfig, {**retrain_section, "data": data, "seed": seeds[0],
                                        "resolution": size}, f"{where}: retrain")
+    test = check_int(raw.get("test", 0), "test", where)
+    if test and (test < 10 or check_spec(data)[0] != "digit-pairs"):
+        raise QnasError(f"{where}: test ({test}) needs data digit-pairs and at least 10 "
+                        f"canvases: only digit-pairs draws a test split; leave test out for "
+                        f"{data!r}")
     return SearchVsRandomSettings(data, size, spec, device, budget,
                                   replace(search_config, seed=search_seeds[0]), search_seeds,
-                                  count, float(band), recipe, seeds)
+                                  count, float(band), recipe, seeds, test)
 
 
 def _seeds(value, key: str, where: str) -> list[int]:
@@ -244,6 +256,7 @@ def run(experiment, out: Path, echo, resume: bool = False, progress: bool = Fals
     supernet = load_supernet(first.supernet_checkpoint, space=space)
     data = search_data(s.search.data, s.search.resolution, s.search.seed, s.search.arch_fraction)
     children = _plan(s, out, searches, space, table, experiment.seed)
+    tests: dict[int, object] = {}      # the test split of each retraining seed (drawn once)
     rows = []
     for child in children:
         best_path = child.folder / BEST
@@ -271,8 +284,14 @@ def run(experiment, out: Path, echo, resume: bool = False, progress: bool = Fals
                     raise QnasError(f"{tag} the training stopped early; continue the "
                                     f"experiment with --resume")
                 top1 = result.top1
-            rows.append({"child": child.name, "group": child.group, "seed": seed,
-                         "top1": top1, "inherited_top1": inherited,
+            row = {"child": child.name, "group": child.group, "seed": seed, "top1": top1,
+                   "val_top1": top1}
+            if s.test:
+                if seed not in tests:
+                    tests[seed] = load_test_split(s.data, s.resolution, seed, s.test)
+                row["top1"] = row["test_top1"] = score_on_test(
+                    train_out, tests[seed], f"{s.data} test={s.test}")
+            rows.append({**row, "inherited_top1": inherited,
                          "latency_ms": table.latency_of(child.ops),
                          "predicted_ms": record.predicted_latency_ms,
                          "blocks": sum(not is_identity(op) for op in child.ops),
@@ -428,7 +447,11 @@ def report(folder: Path, manifest: dict) -> Path:
     facts = analysis(children)
     settings = manifest.get("resolved") or {}
     config = manifest["config"]
-    path = plots.plot_search_vs_random(children, config["target"], folder / "search_vs_random.png")
+    test = int(config.get("test") or 0)
+    scored = (f"top-1 on {test:,} test canvases (new canvases of the held-out handwriting, "
+              f"scored once at the end)" if test else "validation top-1")
+    path = plots.plot_search_vs_random(children, config["target"], folder / "search_vs_random.png",
+                                       scored_on="test" if test else "val")
     md = [f"# {manifest['name']}: {manifest.get('description') or 'search vs random'}", "",
           *provenance_md(manifest), ""]
     g = facts["groups"]
@@ -442,9 +465,10 @@ def report(folder: Path, manifest: dict) -> Path:
     md += [f"Space `{config['space']}`, target {config['target']['device']} ≤ "
            f"{config['target']['latency']}, data `{config.get('data')}`; every child retrained "
            f"with one recipe ({settings.get('retrain', {}).get('epochs', '?')} epochs) and seeds "
-           f"{settings.get('seeds')}; searches with seeds {settings.get('search_seeds')}.", "",
+           f"{settings.get('seeds')}; searches with seeds {settings.get('search_seeds')}; "
+           f"children compared by their {scored}.", "",
            f"**Result:** the searched children (qnas's `alpha+eval` derivation) reach "
-           f"{facts['searched_top1']:.1f} ± {_number(g['searched'][1])}% top-1 (mean over "
+           f"{facts['searched_top1']:.1f} ± {_number(g['searched'][1])}% {scored} (mean over "
            f"searches of the mean over retraining seeds; n = {g['searched'][2]}), ranks "
            f"{', '.join(map(str, facts['searched_ranks']))} of {facts['children']} children; "
            f"random children of the same latency band reach {g['random'][0]:.1f} ± "
@@ -456,6 +480,15 @@ def report(folder: Path, manifest: dict) -> Path:
            f"ranking quality, Kendall τ between inherited (supernet) and retrained top-1 over "
            f"the {facts['children']} children: {facts['kendall_tau']:.2f} "
            f"(p = {facts['kendall_p']:.2f}).", ""]
+    if test and "val_top1" in frame:
+        val = analysis(summarize(frame.assign(top1=frame["val_top1"])))
+        md += [f"On the validation canvases (what each run reported while it trained) the same "
+               f"children give: searched {val['searched_top1']:.1f} ± "
+               f"{_number(val['groups']['searched'][1])}%, random "
+               f"{val['groups']['random'][0]:.1f} ± {_number(val['groups']['random'][1])}%, "
+               f"searched − random {val['searched_minus_random']:+.1f} points (p = "
+               f"{_number(val['beats_random_p'], '.2f')}), Kendall τ "
+               f"{val['kendall_tau']:.2f}.", ""]
     md += diagnosis(folder, children, config, frame)
     rows = pd.DataFrame([{"group": group, "children": n, "top-1 mean": mean, "± std": std}
                          for group, (mean, std, n) in g.items() if n])

@@ -37,6 +37,7 @@ out of memory ends the run with one line and leaves the last checkpoint to resum
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3, dispatch_clip_grad
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from .. import __version__
 from ..data import DatasetSplits, load_dataset
@@ -75,6 +76,7 @@ from ..space import space_from_dict
 from .config import RetrainConfig
 
 LAST, BEST, LOG, SUMMARY = "last", "best.pt", "retrain_log.csv", "retrain.json"
+TEST = "test.json"           # a finished run's score on a test split (score_on_test)
 CHECKPOINT_FORMAT = "qnas-retrain-checkpoint"
 FORMAT_VERSION = 2
 TRAIN_STREAM, VAL_STREAM, AUGMENT_STREAM = 10, 12, 13   # loader_seed streams (≠ the search's)
@@ -473,6 +475,35 @@ def retrain(best_path: str | Path, config: RetrainConfig | None = None,
     if run.finished and distributed.is_main():
         result.summary_path = write_summary(result, best, run)
     return result
+
+
+def score_on_test(folder: str | Path, test: Dataset, split: str, batch_size: int = 500) -> float:
+    """Top-1 (%) of a finished retraining's final weights — those its ``val_top1`` is of — on a
+    test split (:func:`qnas.data.load_test_split`). ``split`` names the split (e.g.
+    ``"digit-pairs:val=3000,split=0 test=20000"``); the score is kept in ``folder/test.json``
+    and reused while the name is the same."""
+    folder = Path(folder)
+    cached = folder / TEST
+    if cached.is_file():
+        try:
+            record = json.loads(cached.read_text())
+        except (OSError, ValueError):
+            record = {}
+        if record.get("split") == split and isinstance(record.get("test_top1"), (int, float)):
+            return float(record["test_top1"])
+    if not (folder / SUMMARY).is_file():
+        raise QnasError(f"{folder} holds no finished retraining ({SUMMARY}) to score on a test "
+                        f"split; finish it first (qnas retrain … --resume --out {folder})")
+    last = folder / json.loads((folder / SUMMARY).read_text())["checkpoints"]["last"]
+    if not last.is_file():
+        raise QnasError(f"{last} is gone (kept checkpoints pruned?): the final weights of "
+                        f"{folder} are needed to score it on a test split")
+    model = load_retrained(last)
+    top1 = evaluate_top1(model, epoch_loader(test, batch_size, 0, 0, VAL_STREAM, shuffle=False))
+    write_json_atomic(cached, {"split": split, "test_top1": top1, "size": len(test),
+                               "weights": last.name,
+                               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return top1
 
 
 def write_summary(result: RetrainResult, best: BestArch, run: RetrainRun) -> Path:
