@@ -384,6 +384,7 @@ def test_search_vs_random_shrunken(workspace):
     assert children.set_index("group").loc["hand-designed", "latency_ms"] <= 1.5
     text = (out / "report.md").read_text()
     assert "Kendall τ" in text and "rank" in text and "![search vs random]" in text
+    assert "Per retraining seed" in text
     assert (out / "search_vs_random.png").read_bytes()[:8] == PNG
 
 
@@ -429,3 +430,14 @@ def test_resolving_power_compares_children_with_seed_noise():
     assert power["seed_std"] == pytest.approx(2 ** 0.5)          # var of (x, x+2) is 2
     assert power["random_means_std"] == pytest.approx(1.0)
     assert power["noise_only_std"] == pytest.approx(1.0)         # √2 / √2
+
+
+def test_per_seed_compares_the_groups_within_each_seed():
+    from qnas.experiments.search_vs_random import per_seed
+
+    frame = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1, 0, 1],
+                          "group": ["searched", "random", "random"] * 2 + ["hand-designed"] * 2,
+                          "top1": [90.0, 88.0, 86.0, 91.0, 92.0, 90.0, 50.0, 50.0]})
+    table = per_seed(frame)
+    assert table["seed"].tolist() == [0, 1]
+    assert table["searched − random"].tolist() == pytest.approx([3.0, 0.0])

@@ -347,6 +347,18 @@ def analysis(children: pd.DataFrame) -> dict:
             "kendall_tau": float(tau), "kendall_p": float(p_value)}
 
 
+def per_seed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Searched and random means for each retraining seed alone, and their difference."""
+    rows = []
+    for seed, part in frame.groupby("seed"):
+        means = part.groupby("group")["top1"].mean()
+        if {"searched", "random"} <= set(means.index):
+            rows.append({"seed": int(seed), "searched": means["searched"],
+                         "random": means["random"],
+                         "searched − random": means["searched"] - means["random"]})
+    return pd.DataFrame(rows)
+
+
 def budget_allocation(frame: pd.DataFrame, children: pd.DataFrame, space) -> str:
     """Where each group puts its blocks: mean blocks per stage and the share of expansion-4
     blocks, for α's children, the random ones and the best-retrained third of the random ones —
@@ -493,8 +505,13 @@ def report(folder: Path, manifest: dict) -> Path:
     rows = pd.DataFrame([{"group": group, "children": n, "top-1 mean": mean, "± std": std}
                          for group, (mean, std, n) in g.items() if n])
     md += ["## Per group (mean ± std over the children's seed means)", "",
-           *md_table(rows, {"top-1 mean": ".1f", "± std": ".1f"}).splitlines(), "",
-           f"![search vs random]({path.name})", "", "## Every child", ""]
+           *md_table(rows, {"top-1 mean": ".1f", "± std": ".1f"}).splitlines(), ""]
+    seeds = per_seed(frame)
+    if len(seeds) > 1:
+        md += ["Per retraining seed (is the difference there with every seed, or made by one?):",
+               "", *md_table(seeds, {"searched": ".2f", "random": ".2f",
+                                     "searched − random": "+.2f"}).splitlines(), ""]
+    md += [f"![search vs random]({path.name})", "", "## Every child", ""]
     view = children[["child", "group", "latency_ms", "blocks", "inherited_top1", "top1_mean",
                      "top1_std", "rank"]]
     md += md_table(view, {"latency_ms": ".4g", "inherited_top1": ".1f", "top1_mean": ".1f",
