@@ -432,6 +432,14 @@ def test_resolving_power_compares_children_with_seed_noise():
     assert power["noise_only_std"] == pytest.approx(1.0)         # √2 / √2
 
 
+def test_small_p_values_keep_their_digits():
+    from qnas.experiments.search_vs_random import _p_value
+
+    # a significant result must not read "p = 0.00"
+    assert [_p_value(v) for v in (0.0025, 0.07, 0.5, float("nan"))] == ["0.0025", "0.07",
+                                                                       "0.50", "–"]
+
+
 def test_per_seed_compares_the_groups_within_each_seed():
     from qnas.experiments.search_vs_random import per_seed
 

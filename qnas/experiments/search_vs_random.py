@@ -460,8 +460,7 @@ def report(folder: Path, manifest: dict) -> Path:
     settings = manifest.get("resolved") or {}
     config = manifest["config"]
     test = int(config.get("test") or 0)
-    scored = (f"top-1 on {test:,} test canvases (new canvases of the held-out handwriting, "
-              f"scored once at the end)" if test else "validation top-1")
+    scored = f"top-1 on {test:,} test canvases" if test else "validation top-1"
     path = plots.plot_search_vs_random(children, config["target"], folder / "search_vs_random.png",
                                        scored_on="test" if test else "val")
     md = [f"# {manifest['name']}: {manifest.get('description') or 'search vs random'}", "",
@@ -478,7 +477,9 @@ def report(folder: Path, manifest: dict) -> Path:
            f"{config['target']['latency']}, data `{config.get('data')}`; every child retrained "
            f"with one recipe ({settings.get('retrain', {}).get('epochs', '?')} epochs) and seeds "
            f"{settings.get('seeds')}; searches with seeds {settings.get('search_seeds')}; "
-           f"children compared by their {scored}.", "",
+           f"children compared by their {scored}"
+           f"{' (new canvases of the held-out handwriting, scored once at the end)' if test else ''}"
+           f".", "",
            f"**Result:** the searched children (qnas's `alpha+eval` derivation) reach "
            f"{facts['searched_top1']:.1f} ± {_number(g['searched'][1])}% {scored} (mean over "
            f"searches of the mean over retraining seeds; n = {g['searched'][2]}), ranks "
@@ -488,10 +489,10 @@ def report(folder: Path, manifest: dict) -> Path:
            f"QuadraNet {g['hand-designed'][0]:.1f}%.{most_probable} The searched children's "
            f"mean beats {facts['beats_random_share']:.0%} of the random children; searched "
            f"− random {facts['searched_minus_random']:+.1f} points (Welch's t-test, one-sided, "
-           f"p = {_number(facts['beats_random_p'], '.2f')}). One-shot "
+           f"p = {_p_value(facts['beats_random_p'])}). One-shot "
            f"ranking quality, Kendall τ between inherited (supernet) and retrained top-1 over "
            f"the {facts['children']} children: {facts['kendall_tau']:.2f} "
-           f"(p = {facts['kendall_p']:.2f}).", ""]
+           f"(p = {_p_value(facts['kendall_p'])}).", ""]
     if test and "val_top1" in frame:
         val = analysis(summarize(frame.assign(top1=frame["val_top1"])))
         md += [f"On the validation canvases (what each run reported while it trained) the same "
@@ -499,7 +500,7 @@ def report(folder: Path, manifest: dict) -> Path:
                f"{_number(val['groups']['searched'][1])}%, random "
                f"{val['groups']['random'][0]:.1f} ± {_number(val['groups']['random'][1])}%, "
                f"searched − random {val['searched_minus_random']:+.1f} points (p = "
-               f"{_number(val['beats_random_p'], '.2f')}), Kendall τ "
+               f"{_p_value(val['beats_random_p'])}), Kendall τ "
                f"{val['kendall_tau']:.2f}.", ""]
     md += diagnosis(folder, children, config, frame)
     rows = pd.DataFrame([{"group": group, "children": n, "top-1 mean": mean, "± std": std}
@@ -525,3 +526,10 @@ def report(folder: Path, manifest: dict) -> Path:
 
 def _number(value: float, form: str = ".1f") -> str:
     return "–" if not math.isfinite(value) else format(value, form)
+
+
+def _p_value(value: float) -> str:
+    """Two decimals, or two significant digits below 0.01 (0.0025 is not "0.00")."""
+    if not math.isfinite(value):
+        return "–"
+    return f"{value:.2f}" if value >= 0.01 else f"{value:.2g}"
